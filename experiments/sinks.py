@@ -1,0 +1,197 @@
+"""Attention sinks in SmolLM2-135M-Instruct.
+
+Papers: "When Attention Sink Emerges in Language Models: An Empirical View" (Gu et al., ICLR 2025) for
+the metric Sink_k^ε, and "Efficient Streaming Language Models with Attention Sinks" (Xiao et al.,
+2024) for the phenomenon. Texts: prose (docstrings) and code from the local standard library, each
+cut to `seq_len` tokens, run twice: raw (position 0 is the text's first token) and with
+`<|endoftext|>` prepended (position 0 is that token). Measured per layer and head: α_0, Sink_k^0.3
+by position, ‖v‖ / ‖W_O v‖ and ‖resid‖ at position 0 against the rest, Δlogit of the sink key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from interp import attention, figures
+from interp.corpus import corpus_info, mixed_texts
+from interp.hooks import run as run_hooks
+from interp.models import load_model
+from interp.runs import Run, claim
+
+PAPER = "When Attention Sink Emerges in Language Models (Gu et al., ICLR 2025); StreamingLLM (Xiao et al., 2024)"
+CLAIMS = [
+    "Sink_1^0.3 (position 0) ≥ 20% of (sample, layer, head), and ≥ 5× the next-highest position's",
+    "mean α_0 over layers 12–29 > 0.3",
+    "residual-state peak: ‖resid_0‖ ≥ 3× every other position's in at least half of layers 3–26",
+    "value-state drain: median ‖W_O v_0‖ / median ‖W_O v_k‖ ≤ 0.5 in at least half of layers ≥ 2",
+]
+CONDITIONS = {"raw": False, "endoftext": True}  # condition -> prepend <|endoftext|>
+
+
+@dataclass
+class Config:
+    model: str = "smollm2-135m"
+    """Model spec to probe (see `interp models`)."""
+    n_texts: int = 64
+    """Texts per condition, half prose and half code from the standard library."""
+    seq_len: int = 64
+    """Tokens per text (T in the paper, which uses 64)."""
+    epsilon: float = 0.3
+    """Threshold ε of Sink_k^ε."""
+    first_late_layer: int = 12
+    """Mean α_0 is checked over layers first_late_layer..last."""
+    batch_size: int = 16
+    """Texts per forward pass."""
+    backend: str = "transformer_lens"
+    """Backend that captures activations: transformer_lens or nnsight."""
+    seed: int = 0
+    """Seed that picks the texts."""
+
+
+QUICK = dict(n_texts=16)
+
+
+def measure(model, tokens: torch.Tensor, cfg: Config, quiet: bool = True) -> dict[str, torch.Tensor]:
+    """Per-sample sink statistics of every layer: α, ‖v‖, ‖W_O v‖, ‖resid‖, Δlogit."""
+    L = model.info.n_layers
+    names = [f"blocks.{l}.{h}" for l in range(L) for h in
+             ("attn.hook_v", "attn.hook_attn_scores", "attn.hook_pattern", "hook_resid_post")]
+    W_O = [model.W_O(l) for l in range(L)]
+    parts: dict[str, list] = {k: [] for k in ("alpha", "v_norm", "wov_norm", "resid_norm", "delta_logit")}
+    for chunk in tqdm(tokens.split(cfg.batch_size), desc="forward passes", disable=quiet, leave=False):
+        _, acts = run_hooks(model, chunk, capture=names, backend=cfg.backend)
+        per_layer = {k: [] for k in parts}
+        for l in range(L):
+            v = acts[f"blocks.{l}.attn.hook_v"]  # [batch, pos, kv_head, d_head]
+            per_layer["alpha"].append(attention.alpha(acts[f"blocks.{l}.attn.hook_pattern"]))  # [batch, head, k]
+            per_layer["v_norm"].append(attention.value_norms(v))  # [batch, kv_head, pos]
+            per_layer["wov_norm"].append(attention.output_value_norms(v, W_O[l]))  # [batch, head, pos]
+            per_layer["resid_norm"].append(attention.residual_norms(acts[f"blocks.{l}.hook_resid_post"]))  # [batch, pos]
+            per_layer["delta_logit"].append(attention.sink_delta_logit(acts[f"blocks.{l}.attn.hook_attn_scores"]))  # [batch, head]
+        for k, xs in per_layer.items():
+            parts[k].append(torch.stack(xs, dim=1))  # layer becomes dim 1
+    return {k: torch.cat(v) for k, v in parts.items()}  # each [sample, layer, ...]
+
+
+def summarise(m: dict[str, torch.Tensor], cfg: Config) -> dict:
+    """Numbers per layer/head and position, averaged over samples."""
+    rates = attention.sink_rate(m["alpha"], cfg.epsilon)  # [k]
+    alpha_mean = m["alpha"].mean(0)  # [layer, head, k]
+    resid = m["resid_norm"].mean(0)  # [layer, pos]
+    wov = m["wov_norm"].mean(0)  # [layer, head, pos]
+    v = m["v_norm"].mean(0)  # [layer, kv_head, pos]
+    # Per layer: position 0 against the other positions (ratios of sample means).
+    resid_vs_max = attention.position0_ratio(m["resid_norm"], "max").median(0).values  # [layer]
+    resid_vs_mean = attention.position0_ratio(resid, "mean")
+    wov_ratio = attention.position0_ratio(wov, "median")  # [layer, head]
+    return {
+        "sink_rate": rates,
+        "sink_rate_pos0": rates[0].item(),
+        "sink_rate_next_highest": rates[1:].max().item(),
+        "sink_rate_next_highest_position": int(rates[1:].argmax()) + 1,
+        "alpha0": alpha_mean[:, :, 0],
+        "alpha0_by_layer": alpha_mean[:, :, 0].mean(1),
+        "alpha0_late_mean": alpha_mean[cfg.first_late_layer :, :, 0].mean().item(),
+        "resid_norm_by_pos": resid,
+        "resid_pos0_vs_max_by_layer": resid_vs_max,
+        "resid_pos0_vs_mean_by_layer": resid_vs_mean,
+        "wov_norm_by_pos": wov.mean(1),
+        "wov_pos0_vs_median": wov_ratio,
+        "wov_pos0_vs_median_by_layer": wov_ratio.median(1).values,
+        "v_pos0_vs_median": attention.position0_ratio(v, "median"),
+        "delta_logit": m["delta_logit"].mean(0),
+    }
+
+
+def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
+    t0 = time.time()
+    model = load_model(cfg.model, quiet=quiet)
+    texts = mixed_texts(cfg.n_texts, seed=cfg.seed, min_chars=8 * cfg.seq_len)
+    out: dict[str, dict] = {}
+    for cond, prepend in CONDITIONS.items():
+        tokens = model.to_tokens([t.text for t in texts], cfg.seq_len, prepend_sink=prepend)
+        s = summarise(measure(model, tokens, cfg, quiet), cfg)
+        first = Counter(model.token_strs(tokens[:, 0].tolist())).most_common(5)
+        s["position0_tokens"] = [{"token": t, "count": n} for t, n in first]
+        out[cond] = s
+        run_dir.log(len(out), condition=cond, sink_rate_pos0=s["sink_rate_pos0"], alpha0_late_mean=s["alpha0_late_mean"])
+    _figures(run_dir, out, cfg)
+    claims, observations = _claims(out, cfg, model.info.n_layers)
+    return {
+        "claims": claims,
+        "observations": observations,
+        "conditions": {c: {k: _plain(v) for k, v in s.items()} for c, s in out.items()},
+        "texts": [{"domain": t.domain, "source": t.source} for t in texts],
+        "corpus": corpus_info(),
+        "config": asdict(cfg),
+        "runtime_s": round(time.time() - t0, 1),
+    }
+
+
+def _claims(out: dict, cfg: Config, n_layers: int) -> tuple[list[dict], list[dict]]:
+    paper = "Gu et al. 2025"
+    claims, observations = [], []
+    mid = list(range(3, n_layers - 3))
+    for cond, s in out.items():
+        ratio = s["sink_rate_pos0"] / max(s["sink_rate_next_highest"], 1e-9)
+        claims.append(claim(
+            f"sink_rate_pos0[{cond}]", paper,
+            f"Sink_1^{cfg.epsilon} (position 0) ≥ 20% of (sample, layer, head) and ≥ 5× the next-highest position's",
+            s["sink_rate_pos0"], ">= 0.2 and >= 5x next", s["sink_rate_pos0"] >= 0.2 and ratio >= 5,
+            next_highest=s["sink_rate_next_highest"], next_highest_position=s["sink_rate_next_highest_position"], ratio=ratio,
+        ))
+        claims.append(claim(
+            f"alpha0_late_layers[{cond}]", paper,
+            f"mean α_0 over layers {cfg.first_late_layer}–{n_layers - 1} > 0.3",
+            s["alpha0_late_mean"], "> 0.3", s["alpha0_late_mean"] > 0.3,
+        ))
+        peak = s["resid_pos0_vs_max_by_layer"]
+        share_peak = (peak[mid] >= 3).float().mean().item()
+        claims.append(claim(
+            f"residual_peak[{cond}]", "Guo et al. 2024; Sun et al. 2024 (massive activations)",
+            f"‖resid_post‖ at position 0 ≥ 3× the largest other position's (median over texts) in at least half of layers {mid[0]}–{mid[-1]}",
+            share_peak, ">= 0.5 of layers", share_peak >= 0.5,
+            by_layer=peak.tolist(), first_peak_layer=_first(peak >= 3),
+        ))
+        drain = s["wov_pos0_vs_median_by_layer"]
+        share_drain = (drain[2:] <= 0.5).float().mean().item()
+        claims.append(claim(
+            f"value_drain[{cond}]", "Guo et al. 2024",
+            "in at least half of layers ≥ 2, the median over heads of ‖W_O v_0‖ / median_k ‖W_O v_k‖ ≤ 0.5",
+            share_drain, ">= 0.5 of layers", share_drain >= 0.5, by_layer=drain.tolist(),
+        ))
+        vs_mean = s["resid_pos0_vs_mean_by_layer"]
+        early = [l for l in range(n_layers) if vs_mean[l] >= 3 and peak[l] < 3]
+        observations.append(dict(
+            name=f"early_layers_second_peak[{cond}]",
+            statement="layers where ‖resid_0‖ is ≥ 3× the mean of the other positions but not 3× their maximum "
+                      "(another position carries a large norm there too)",
+            value=early,
+        ))
+        observations.append(dict(
+            name=f"weakest_sink_layers[{cond}]", statement="the three layers with the lowest mean α_0",
+            value=s["alpha0_by_layer"].argsort()[:3].tolist(),
+        ))
+    return claims, observations
+
+
+def _first(mask: torch.Tensor) -> int | None:
+    idx = mask.nonzero()
+    return int(idx[0]) if len(idx) else None
+
+
+def _figures(run_dir: Run, out: dict, cfg: Config) -> None:
+    run_dir.save_figure("sink_rate_by_position", figures.sink_by_position({c: s["sink_rate"] for c, s in out.items()}, cfg.epsilon))
+    for cond, s in out.items():
+        run_dir.save_figure(f"alpha0_{cond}", figures.alpha_grid(s["alpha0"], f"α₀ per layer and head ({cond})"))
+        run_dir.save_figure(f"resid_norms_{cond}", figures.norms_by_position(s["resid_norm_by_pos"], f"‖resid_post‖ by position ({cond})", "‖resid‖"))
+        run_dir.save_figure(f"wov_norms_{cond}", figures.norms_by_position(s["wov_norm_by_pos"], f"‖W_O v‖ by position, mean over heads ({cond})", "‖W_O v‖"))
+
+
+def _plain(v):
+    return v.tolist() if isinstance(v, torch.Tensor) else v

@@ -1,0 +1,90 @@
+"""Attention-sink metrics, defined once and used by every experiment, test and page.
+
+Positions are 0-indexed here: position 0 is the first token (the paper's k = 1).
+
+- `alpha`: α[..., k] = mean attention key k receives from the queries at or after it,
+  α_k = 1/(T−k) Σ_{q=k}^{T−1} A[q, k]. This is Gu et al. (ICLR 2025)'s importance score
+  α_k^{l,h} = 1/(T−k+1) Σ_{i=k}^{T} A_{i,k} in 0-indexed form: the key's own query counts.
+- `sink_rate`: Sink_k^ε = share of (sample, layer, head) with α_k > ε (ε = 0.3 in the paper).
+- `value_norms` / `output_value_norms`: ‖v‖ per KV head and ‖W_O v‖ per query head, per position.
+- `residual_norms`: ‖resid‖ per position.
+- `sink_delta_logit`: the sink key's pre-softmax score minus the mean score of the other keys a
+  query sees, averaged over the queries that see at least one other key.
+- `classify_heads`: dormant = mostly sinks (α_0 > sink_threshold) and ablating it barely moves the
+  loss (|Δloss| < loss_threshold); every other head is active.
+"""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+
+def alpha(pattern: Float[Tensor, "... q k"]) -> Float[Tensor, "... k"]:
+    """Mean attention each key receives from the queries at or after it (causal part only)."""
+    T = pattern.shape[-1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=pattern.device).tril()
+    received = (pattern * causal).sum(-2)  # [..., k]
+    n_queries = torch.arange(T, 0, -1, device=pattern.device, dtype=pattern.dtype)  # T − k
+    return received / n_queries
+
+
+def sink_rate(alpha_per_sample: Float[Tensor, "batch layer head k"], epsilon: float = 0.3) -> Float[Tensor, " k"]:
+    """Sink_k^ε: the share of (sample, layer, head) triples whose α_k exceeds ε."""
+    return (alpha_per_sample > epsilon).float().mean(dim=(0, 1, 2))
+
+
+def value_norms(v: Float[Tensor, "batch pos kv_head d_head"]) -> Float[Tensor, "batch kv_head pos"]:
+    """‖v‖ per KV head and position."""
+    return v.norm(dim=-1).transpose(1, 2)
+
+
+def output_value_norms(
+    v: Float[Tensor, "batch pos kv_head d_head"], W_O: Float[Tensor, "head d_head d_model"]
+) -> Float[Tensor, "batch head pos"]:
+    """‖W_O^h v_{kv(h)}‖ per query head h and position: what a value would write to the residual
+    stream if the head attended to it alone. With grouped-query attention, query head h reads KV
+    head h // (n_heads / n_kv_heads), as in HF's `repeat_kv`."""
+    n_heads, n_kv = W_O.shape[0], v.shape[2]
+    v = v.repeat_interleave(n_heads // n_kv, dim=2)  # [batch, pos, head, d_head]
+    written = torch.einsum("bphd,hdm->bhpm", v, W_O)
+    return written.norm(dim=-1)
+
+
+def residual_norms(resid: Float[Tensor, "... pos d_model"]) -> Float[Tensor, "... pos"]:
+    """‖resid‖ per position."""
+    return resid.norm(dim=-1)
+
+
+def position0_ratio(norms: Float[Tensor, "... pos"], rest: str = "mean") -> Float[Tensor, "..."]:
+    """Position 0's value against the other positions' mean, median or max."""
+    others = norms[..., 1:]
+    ref = {"mean": others.mean(-1), "median": others.median(-1).values, "max": others.max(-1).values}[rest]
+    return norms[..., 0] / ref
+
+
+def sink_delta_logit(scores: Float[Tensor, "... q k"], sink: int = 0) -> Float[Tensor, "..."]:
+    """Δlogit of the sink key: for each query q > sink, score[q, sink] minus the mean of score[q, j]
+    over the other causal keys j ≤ q (j ≠ sink); averaged over those queries."""
+    T = scores.shape[-1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=scores.device).tril()
+    others = causal.clone()
+    others[:, sink] = False
+    n_others = others.sum(-1)  # [q]
+    rows = n_others > 0
+    rows[: sink + 1] = False  # queries at or before the sink see no "other" key worth comparing
+    mean_others = torch.where(others, scores, torch.zeros((), dtype=scores.dtype)).sum(-1) / n_others.clamp(min=1)
+    delta = scores[..., :, sink] - mean_others  # [..., q]
+    return delta[..., rows].mean(-1)
+
+
+def classify_heads(
+    alpha0: Float[Tensor, "layer head"],
+    delta_loss: Float[Tensor, "layer head"],
+    sink_threshold: float = 0.5,
+    loss_threshold: float = 0.01,
+) -> Bool[Tensor, "layer head"]:
+    """Dormant heads on a set of inputs: they mostly attend to the sink (α_0 > sink_threshold) and
+    zero-ablating them barely changes the loss (|Δloss| < loss_threshold nats). The rest are active."""
+    return (alpha0 > sink_threshold) & (delta_loss.abs() < loss_threshold)

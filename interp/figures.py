@@ -1,0 +1,51 @@
+"""Plotly figure builders: data in, `go.Figure` out. Experiments save them into run folders and the
+app draws the same figures, so a figure looks the same in both places."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import plotly.graph_objects as go
+
+_LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=50, b=50))
+
+
+def _list(x):
+    return x.tolist() if hasattr(x, "tolist") else list(x)
+
+
+def heatmap(z, title: str, xlabel: str, ylabel: str, x: Sequence | None = None, y: Sequence | None = None,
+            zmin: float | None = None, zmax: float | None = None, colorscale: str = "Viridis", zlabel: str = "") -> go.Figure:
+    """A heatmap of a 2-D array, rows along y."""
+    fig = go.Figure(go.Heatmap(z=_list(z), x=x, y=y, zmin=zmin, zmax=zmax, colorscale=colorscale,
+                               colorbar=dict(title=zlabel)))
+    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, **_LAYOUT)
+    return fig
+
+
+def lines(series: dict[str, Sequence[float]], title: str, xlabel: str, ylabel: str, x: Sequence | None = None,
+          log_y: bool = False, mode: str = "lines+markers") -> go.Figure:
+    """One line per named series over a shared x."""
+    fig = go.Figure()
+    for name, ys in series.items():
+        ys = _list(ys)
+        fig.add_trace(go.Scatter(x=_list(x) if x is not None else list(range(len(ys))), y=ys, name=name, mode=mode))
+    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, **_LAYOUT)
+    if log_y:
+        fig.update_yaxes(type="log")
+    return fig
+
+
+def alpha_grid(alpha0, title: str = "α₀: attention to position 0") -> go.Figure:
+    """α_0 as a layer × head grid."""
+    return heatmap(alpha0, title, "head", "layer", zmin=0.0, zmax=1.0, zlabel="α₀")
+
+
+def sink_by_position(rates: dict[str, Sequence[float]], epsilon: float) -> go.Figure:
+    """Sink_k^ε across key positions, one line per condition."""
+    return lines(rates, f"Sink rate by key position (ε = {epsilon})", "key position", f"Sink^{epsilon}", mode="lines")
+
+
+def norms_by_position(norms, title: str, ylabel: str) -> go.Figure:
+    """A layer × position heatmap of norms (log colour scale would hide the peak; keep it linear)."""
+    return heatmap(norms, title, "position", "layer", zlabel=ylabel)
