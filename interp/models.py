@@ -172,7 +172,9 @@ class ToyTokenizer:
 
     def encode(self, text: str) -> list[int]:
         parts = text.split()
-        if all(p.lstrip("-").isdigit() for p in parts) and parts:
+        if not parts:
+            return []
+        if all(p.lstrip("-").isdigit() for p in parts):
             ids = [int(p) for p in parts]
             bad = [i for i in ids if not 0 <= i < self.d_vocab]
             if bad:

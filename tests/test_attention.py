@@ -1,0 +1,105 @@
+"""Each sink metric pinned on hand-built inputs with exact expected numbers."""
+
+import math
+
+import pytest
+import torch
+
+from interp import attention
+
+
+def causal(rows):
+    """A [q, k] pattern from its lower-triangular rows."""
+    T = len(rows)
+    A = torch.zeros(T, T)
+    for q, row in enumerate(rows):
+        A[q, : len(row)] = torch.tensor(row)
+    return A
+
+
+# Query rows of a 4-token pattern (each sums to 1).
+A = causal([[1.0], [0.5, 0.5], [0.8, 0.1, 0.1], [0.7, 0.1, 0.1, 0.1]])
+
+
+def test_alpha_is_mean_over_queries_at_or_after_the_key():
+    a = attention.alpha(A)
+    # k=0: (1 + .5 + .8 + .7)/4; k=1: (.5 + .1 + .1)/3; k=2: (.1 + .1)/2; k=3: .1/1
+    assert torch.allclose(a, torch.tensor([0.75, 0.7 / 3, 0.1, 0.1]))
+
+
+def test_alpha_ignores_anything_above_the_diagonal():
+    noisy = A + torch.triu(torch.ones(4, 4), diagonal=1) * 9.0
+    assert torch.allclose(attention.alpha(noisy), attention.alpha(A))
+
+
+def test_alpha_keeps_leading_dims():
+    batch = torch.stack([A, A.flip(0) * 0]).reshape(2, 1, 1, 4, 4)  # [batch, layer, head, q, k]
+    assert attention.alpha(batch).shape == (2, 1, 1, 4)
+
+
+def test_sink_rate_counts_sample_layer_head_triples_above_epsilon():
+    # alpha_per_sample [batch=2, layer=1, head=2, k=3]
+    a = torch.tensor([[[[0.9, 0.1, 0.0], [0.2, 0.5, 0.3]]], [[[0.31, 0.3, 0.0], [0.3, 0.0, 0.7]]]])
+    rates = attention.sink_rate(a, epsilon=0.3)
+    # k=0: 0.9, 0.31 above (0.2, 0.3 not: strict) -> 2/4; k=1: 0.5 -> 1/4; k=2: 0.7 -> 1/4 (0.3 is not > 0.3)
+    assert rates.tolist() == [0.5, 0.25, 0.25]
+
+
+def test_value_norms_per_kv_head_and_position():
+    v = torch.zeros(1, 2, 1, 2)  # [batch, pos, kv_head, d_head]
+    v[0, 0, 0] = torch.tensor([3.0, 4.0])
+    v[0, 1, 0] = torch.tensor([0.0, 2.0])
+    assert attention.value_norms(v).tolist() == [[[5.0, 2.0]]]
+
+
+def test_output_value_norms_map_query_heads_to_their_kv_head():
+    # 4 query heads share 2 KV heads: heads 0,1 read KV 0; heads 2,3 read KV 1 (HF repeat_kv order).
+    v = torch.zeros(1, 1, 2, 2)
+    v[0, 0, 0] = torch.tensor([1.0, 0.0])
+    v[0, 0, 1] = torch.tensor([0.0, 1.0])
+    W_O = torch.zeros(4, 2, 3)  # [head, d_head, d_model]
+    W_O[0, 0] = torch.tensor([2.0, 0, 0])  # head 0 writes 2 for KV 0's value
+    W_O[1, 1] = torch.tensor([7.0, 0, 0])  # head 1 only reads the direction KV 0 lacks -> 0
+    W_O[2, 1] = torch.tensor([0, 3.0, 4.0])  # head 2 reads KV 1 -> norm 5
+    W_O[3, 0] = torch.tensor([1.0, 0, 0])  # head 3 reads KV 1 along a direction it lacks -> 0
+    out = attention.output_value_norms(v, W_O)  # [batch, head, pos]
+    assert out[0, :, 0].tolist() == [2.0, 0.0, 5.0, 0.0]
+
+
+def test_residual_norms_and_position0_ratio():
+    resid = torch.tensor([[[6.0, 8.0], [1.0, 0.0], [0.0, 3.0], [2.0, 0.0]]])  # norms 10, 1, 3, 2
+    norms = attention.residual_norms(resid)
+    assert norms.tolist() == [[10.0, 1.0, 3.0, 2.0]]
+    assert attention.position0_ratio(norms, "mean").item() == pytest.approx(5.0)
+    assert attention.position0_ratio(norms, "median").item() == pytest.approx(5.0)
+    assert attention.position0_ratio(norms, "max").item() == pytest.approx(10 / 3)
+
+
+def test_sink_delta_logit_compares_the_sink_with_the_other_visible_keys():
+    neg = -1e9  # masked entries (what a causal mask writes) must not count
+    scores = torch.tensor([
+        [5.0, neg, neg, neg],
+        [4.0, 1.0, neg, neg],  # 4 - 1 = 3
+        [6.0, 2.0, 0.0, neg],  # 6 - 1 = 5
+        [3.0, 1.0, 2.0, 3.0],  # 3 - 2 = 1
+    ])
+    assert attention.sink_delta_logit(scores).item() == pytest.approx(3.0)  # mean(3, 5, 1)
+    batched = torch.stack([scores, scores + 1.0])  # a constant shift changes nothing
+    assert attention.sink_delta_logit(batched).tolist() == pytest.approx([3.0, 3.0])
+
+
+def test_classify_heads_needs_both_sinking_and_harmless_ablation():
+    alpha0 = torch.tensor([[0.9, 0.9, 0.2, 0.6]])
+    dloss = torch.tensor([[0.001, 0.5, 0.001, -0.005]])
+    dormant = attention.classify_heads(alpha0, dloss, sink_threshold=0.5, loss_threshold=0.01)
+    assert dormant.tolist() == [[True, False, False, True]]
+
+
+def test_alpha_on_a_real_softmax_pattern_sums_consistently():
+    torch.manual_seed(0)
+    scores = torch.randn(2, 3, 8, 8).masked_fill(torch.ones(8, 8).triu(1).bool(), -math.inf)
+    pattern = scores.softmax(-1)
+    a = attention.alpha(pattern)
+    # Sum over keys of α_k · (T − k) equals the number of queries (each row sums to 1).
+    weighted = (a * torch.arange(8, 0, -1)).sum(-1)
+    assert torch.allclose(weighted, torch.full((2, 3), 8.0))

@@ -1,0 +1,44 @@
+import pytest
+import torch
+
+from interp import InterpError
+from interp.attention import alpha, classify_heads
+from interp.hooks import capture
+from interp.interventions import head_ablation_deltas, next_token_loss
+from interp.models import load_model
+
+
+def test_head_ablation_deltas_and_dormant_classification():
+    """Head 1.2 writes nothing (W_O = 0): ablating it costs exactly 0 nats, every other head costs
+    something. Given that it also sinks (α_0 = 1), it is the only dormant head."""
+    m = load_model("toy:attn-only-2l", seed=0)
+    with torch.no_grad():
+        m.module.blocks[1].attn.W_O[2].zero_()
+    tokens = torch.randint(0, 64, (8, 16), generator=torch.Generator().manual_seed(0))
+    deltas = head_ablation_deltas(m, tokens, quiet=True)
+    assert deltas.shape == (2, 4) and deltas[1, 2].item() == 0.0
+    assert (deltas.abs() > 0).sum().item() == 7
+    pattern = capture(m, tokens, ["blocks.1.attn.hook_pattern"])["blocks.1.attn.hook_pattern"]
+    alpha0 = torch.zeros(2, 4)
+    alpha0[1] = alpha(pattern).mean(0)[:, 0]
+    alpha0[1, 2] = 1.0  # head 1.2 sinks
+    dormant = classify_heads(alpha0, deltas, sink_threshold=0.5, loss_threshold=1e-6)
+    assert dormant.nonzero().tolist() == [[1, 2]]
+
+
+def test_selected_heads_only_and_bad_indices():
+    m = load_model("toy:attn-only-1l")
+    tokens = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(0))
+    deltas = head_ablation_deltas(m, tokens, heads=[(0, 1)], quiet=True)
+    assert torch.isnan(deltas[0, 0]) and not torch.isnan(deltas[0, 1])
+    with pytest.raises(InterpError, match="Layer 3 is out of range"):
+        head_ablation_deltas(m, tokens, heads=[(3, 0)])
+    with pytest.raises(InterpError, match="Head 9 is out of range"):
+        head_ablation_deltas(m, tokens, heads=[(0, 9)])
+
+
+def test_next_token_loss_of_a_perfect_predictor_is_zero():
+    tokens = torch.tensor([[1, 2, 3]])
+    logits = torch.full((1, 3, 5), -1e4)
+    logits[0, 0, 2] = logits[0, 1, 3] = 1e4
+    assert next_token_loss(logits, tokens).item() == 0.0

