@@ -1,0 +1,36 @@
+# Set-up and the two commands of the README. Every target is idempotent: a second run redoes nothing
+# that is finished (the venv is stamped, the model cache is checksummed, the demo reuses its run).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+export HF_HUB_OFFLINE := 1
+export WANDB_MODE := disabled
+
+.PHONY: demo test install model clean-venv
+
+## make demo: set up, fetch SmolLM2, and run the main job (the `sinks` experiment's claims table).
+demo: model
+	$(BIN)/interp run sinks --reuse
+
+## make test: set up, fetch SmolLM2, and run the whole test suite.
+test: model
+	$(BIN)/python -m pytest
+
+install: $(STAMP)
+
+# torch first and pinned to the local CPU wheel: a looser spec would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+# Checks the cached weights' checksums (a second); fetches and converts them only when missing or corrupt.
+model: install
+	$(BIN)/interp fetch smollm2-135m
+
+clean-venv:
+	rm -rf $(VENV)
