@@ -123,9 +123,18 @@ class _Stop(Exception):
     pass
 
 
+def _hook_points(model: Model) -> dict:
+    """Name -> HookPoint (aliases included), computed once: TransformerBridge rebuilds this dict,
+    alias resolution and all, every time it is asked, which costs ~10 ms a name."""
+    if "hook_points" not in model._views:
+        model._views["hook_points"] = dict(model.tl.hook_dict)
+    return model._views["hook_points"]
+
+
 def _run_tl(model, tokens, names, capture, patch, stop_early):
     acts: dict[str, Tensor] = {}
     last = names[-1] if names else None
+    points = _hook_points(model)
 
     def make_hook(name):
         def hook(act, hook):
@@ -135,17 +144,24 @@ def _run_tl(model, tokens, names, capture, patch, stop_early):
                 _check_shape(name, act, new)
                 act = new
             if name in capture:
-                acts[name] = act.detach().clone()
+                acts[name] = act.detach()
             if stop_early and name == last:
                 raise _Stop
             return act
 
         return hook
 
+    added = []
     try:
-        logits = model.tl.run_with_hooks(tokens, fwd_hooks=[(n, make_hook(n)) for n in names])
+        for name in names:
+            points[name].add_hook(make_hook(name), dir="fwd")
+            added.append(points[name])
+        logits = model.tl(tokens)
     except _Stop:
         logits = None
+    finally:
+        for point in added:
+            point.remove_hooks("fwd")
     return logits, acts
 
 
@@ -231,7 +247,7 @@ def _run_nnsight(model, tokens, names, capture, patch, stop_early):
                 setattr(env, attr, new.flatten(-2) if heads else new)
                 tl_act = new
             if name in capture:
-                saved[name] = nnsight.save(tl_act.detach().clone())
+                saved[name] = nnsight.save(tl_act.detach())
         if stop_early:
             tracer.stop()
         else:
