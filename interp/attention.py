@@ -11,13 +11,14 @@ Positions are 0-indexed here: position 0 is the first token (the paper's k = 1).
 - `sink_delta_logit`: the sink key's pre-softmax score minus the mean score of the other keys a
   query sees, averaged over the queries that see at least one other key.
 - `classify_heads`: dormant = mostly sinks (α_0 > sink_threshold) and ablating it barely moves the
-  loss (|Δloss| < loss_threshold); every other head is active.
+  loss (|Δloss| < loss_threshold); every other head is active. `head_activity` measures both on a
+  model and a set of inputs and classifies.
 """
 
 from __future__ import annotations
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 
@@ -88,3 +89,29 @@ def classify_heads(
     """Dormant heads on a set of inputs: they mostly attend to the sink (α_0 > sink_threshold) and
     zero-ablating them barely changes the loss (|Δloss| < loss_threshold nats). The rest are active."""
     return (alpha0 > sink_threshold) & (delta_loss.abs() < loss_threshold)
+
+
+def head_activity(
+    model,
+    tokens: Int[Tensor, "batch pos"],
+    sink_threshold: float = 0.5,
+    loss_threshold: float = 0.01,
+    heads: list[tuple[int, int]] | None = None,
+    backend: str = "transformer_lens",
+    batch_size: int = 16,
+    quiet: bool = True,
+) -> dict[str, Tensor]:
+    """Active/dormant classification of heads on these inputs: α_0 from the attention patterns,
+    Δloss from zero-ablating each head (`heads`, default all; others get NaN and are not dormant)."""
+    from interp.hooks import capture
+    from interp.interventions import head_ablation_deltas
+
+    names = [f"blocks.{l}.attn.hook_pattern" for l in range(model.info.n_layers)]
+    alpha0 = torch.zeros(model.info.n_layers, model.info.n_heads)
+    for chunk in tokens.split(batch_size):
+        acts = capture(model, chunk, names, backend=backend)
+        alpha0 += torch.stack([alpha(acts[n])[:, :, 0].sum(0) for n in names])  # [layer, head]
+    alpha0 /= len(tokens)
+    delta = head_ablation_deltas(model, tokens, heads, backend=backend, batch_size=batch_size, quiet=quiet)
+    dormant = classify_heads(alpha0, delta, sink_threshold, loss_threshold) & ~delta.isnan()
+    return {"alpha0": alpha0, "delta_loss": delta, "dormant": dormant}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import os
 import pkgutil
 import sys
 from types import ModuleType
@@ -44,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted.", file=sys.stderr)
         return 2
+    except Exception as e:  # a bug, not bad input: keep the trace for a report, but exit like any error
+        if os.environ.get("INTERP_DEBUG"):
+            raise
+        return _fail(f"internal error ({type(e).__name__}: {e}). Rerun with INTERP_DEBUG=1 for the traceback and report it.")
 
 
 def _fail(e: Exception) -> int:
@@ -168,6 +173,10 @@ def cmd_run(args) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted: resume with `interp run {args.name} --resume {run.dir}`", file=sys.stderr)
         return 2
+    except Exception:
+        print(f"the run stopped before it finished; {run.dir} holds no results.json "
+              f"(resume: `interp run {args.name} --resume {run.dir}`)", file=sys.stderr)
+        raise
     run.write_results(results)
     return _report(results, run, format_claims)
 

@@ -236,9 +236,15 @@ def load_model(spec: str, device: str = "cpu", seed: int = 0, quiet: bool = Fals
 def _load_hf(folder: Path, spec: str, device: str, quiet: bool = False) -> Model:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with _hf_quiet(quiet):
-        hf = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32)
-        tok = AutoTokenizer.from_pretrained(folder)
+    try:
+        with _hf_quiet(quiet):
+            hf = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32)
+            tok = AutoTokenizer.from_pretrained(folder)
+    except Exception as e:  # noqa: BLE001 - transformers raises many types for one user problem
+        raise InterpError(
+            f"The HF model folder {folder} cannot be loaded ({type(e).__name__}: {str(e)[:300]}). It needs config.json, "
+            "the weights (*.safetensors) and the tokenizer files, complete and readable; re-save or re-copy it."
+        ) from e
     hf.eval().to(device)
     c = hf.config
     n_heads = c.num_attention_heads

@@ -114,3 +114,17 @@ def test_sinks_quick_reproduces_the_claims(capsys, runs_dir):
     assert main(["run", "sinks", "--quick", "--quiet", "--reuse"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(run_dir)
     assert len(list_runs()) == 1
+
+
+def test_a_failing_experiment_exits_2_and_leaves_an_incomplete_run(capsys, runs_dir, monkeypatch):
+    import experiments.sinks as sinks
+
+    def broken(*a, **k):
+        raise RuntimeError("shape mismatch deep inside")
+
+    monkeypatch.setattr(sinks, "measure", broken)
+    assert main(["run", "sinks", "--quick", "--quiet", "--set", "n_texts=2"]) == 2
+    err = capsys.readouterr().err
+    assert "internal error (RuntimeError" in err and "--resume" in err and "Traceback" not in err
+    (run,) = list_runs()
+    assert not run.complete

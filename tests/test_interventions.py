@@ -42,3 +42,18 @@ def test_next_token_loss_of_a_perfect_predictor_is_zero():
     logits = torch.full((1, 3, 5), -1e4)
     logits[0, 0, 2] = logits[0, 1, 3] = 1e4
     assert next_token_loss(logits, tokens).item() == 0.0
+
+
+def test_head_activity_finds_dormant_sink_heads_in_smollm2(smollm2):
+    from interp.attention import head_activity
+    from interp.corpus import mixed_texts
+
+    tokens = smollm2.to_tokens([t.text for t in mixed_texts(4)], 32)
+    heads = [(20, h) for h in range(9)]
+    r = head_activity(smollm2, tokens, heads=heads, sink_threshold=0.5, loss_threshold=0.01)
+    assert r["alpha0"].shape == (30, 9) and ((r["alpha0"] >= 0) & (r["alpha0"] <= 1)).all()
+    assert torch.isnan(r["delta_loss"][0]).all() and not torch.isnan(r["delta_loss"][20]).any()
+    dormant = r["dormant"].nonzero().tolist()
+    assert dormant and all(layer == 20 for layer, _ in dormant)  # only evaluated heads can be dormant
+    for layer, head in dormant:
+        assert r["alpha0"][layer, head] > 0.5 and abs(r["delta_loss"][layer, head]) < 0.01

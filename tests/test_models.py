@@ -105,3 +105,12 @@ def test_corrupted_cache_is_rebuilt_with_a_message(tmp_path, monkeypatch, capsys
     assert ensure_smollm2(quiet=True) == folder and capsys.readouterr().err == ""  # now clean: no rebuild
     leftovers = [p.name for p in folder.parent.iterdir() if p.name.startswith(".")]
     assert leftovers == [], f"half-written folders left behind: {leftovers}"
+
+
+def test_truncated_hf_folder_is_a_clear_error(tiny_llama_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_llama_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    with pytest.raises(InterpError, match="cannot be loaded"):
+        load_model(str(broken))
