@@ -71,6 +71,12 @@ def hook_names(model: Model, backend: str = "transformer_lens") -> list[str]:
 def check_names(model: Model, names: Sequence[str], backend: str = "transformer_lens") -> None:
     if backend not in BACKENDS:
         raise InterpError(f"Unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}.")
+    model_type = getattr(getattr(model.module, "config", None), "model_type", None)
+    if backend == "nnsight" and model.kind == "hf" and model_type not in LLAMA_FAMILY:
+        raise InterpError(
+            f"The nnsight backend maps hook names for Llama-family models ({', '.join(sorted(LLAMA_FAMILY))}); "
+            f"{model.spec} is {model_type!r}. Use the transformer_lens backend for it."
+        )
     valid = hook_names(model, backend)
     valid_set = set(valid)
     for name in names:
@@ -175,6 +181,7 @@ class _Site:
     split: str | None = None  # reshape the last dim to (heads, d_head): "q" uses n_heads, "kv" n_kv_heads
 
 
+LLAMA_FAMILY = {"llama", "mistral", "qwen2"}
 # HF Llama-family module layout (Llama, Mistral, Qwen2, SmolLM2) -> TransformerLens names. The
 # attention scores and pattern live inside `eager_attention_forward`, reached through nnsight's
 # `.source` (the HF model is loaded with attn_implementation="eager").

@@ -96,3 +96,15 @@ def test_hook_shapes_are_symbolic_in_batch_and_pos(smollm2):
     assert shapes["blocks.3.attn.hook_v"] == ("batch", "pos", "3", "64")
     names = list(shapes)
     assert names.index("blocks.3.attn.hook_v") < names.index("blocks.3.attn.hook_pattern") < names.index("blocks.3.hook_resid_post")
+
+
+def test_nnsight_on_a_non_llama_hf_model_says_which_backend_to_use(tmp_path, smollm2):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    GPT2LMHeadModel(GPT2Config(vocab_size=smollm2.info.d_vocab, n_embd=32, n_layer=1, n_head=2, n_positions=32)).save_pretrained(tmp_path)
+    smollm2.tokenizer.save_pretrained(tmp_path)
+    m = load_model(str(tmp_path))
+    tokens = torch.randint(0, 1000, (1, 5))
+    with pytest.raises(InterpError, match="Use the transformer_lens backend"):
+        capture(m, tokens, ["blocks.0.hook_resid_post"], backend="nnsight")
+    assert capture(m, tokens, ["blocks.0.hook_resid_post"])["blocks.0.hook_resid_post"].shape == (1, 5, 32)
