@@ -118,7 +118,7 @@ class Model:
         """Per-head output matrix of one layer, TransformerLens layout."""
         if self.kind == "toy":
             return self.module.W_O[layer]
-        o = _hf_layers(self.module)[layer].self_attn.o_proj.weight  # [d_model, n_heads * d_head]
+        o = self.module.model.layers[layer].self_attn.o_proj.weight  # [d_model, n_heads * d_head]
         return o.T.reshape(self.info.n_heads, self.info.d_head, self.info.d_model)
 
     def to_tokens(self, texts: list[str], length: int, prepend_sink: bool = False) -> Int[Tensor, "batch pos"]:
@@ -126,11 +126,7 @@ class Model:
         `prepend_sink`). Texts shorter than that are an error naming them."""
         if not texts:
             raise InterpError("The text list is empty: give at least one text to run the model on.")
-        if length > self.info.n_ctx:
-            raise InterpError(
-                f"{length} tokens is longer than {self.spec}'s context of {self.info.n_ctx} tokens: "
-                f"ask for at most {self.info.n_ctx} (shorten the text or lower the length)."
-            )
+        self.check_length(length)
         rows = []
         for i, text in enumerate(texts):
             ids = self.encode(text)
@@ -154,6 +150,7 @@ class Model:
         return self.tokenizer.convert_ids_to_tokens([int(i) for i in ids])
 
     def check_length(self, n_tokens: int) -> None:
+        """An input longer than the model's context is an error, not a silent wrap-around."""
         if n_tokens > self.info.n_ctx:
             raise InterpError(
                 f"The input has {n_tokens} tokens but {self.spec}'s context holds {self.info.n_ctx}: "
@@ -303,10 +300,6 @@ def load_toy(folder: Path, device: str = "cpu") -> Model:
     if [k for k in missing if not k.endswith(("IGNORE", "mask"))] or unexpected:
         raise InterpError(f"The toy checkpoint in {folder} does not match its own config (missing {missing[:3]}, unexpected {unexpected[:3]}).")
     return model
-
-
-def _hf_layers(hf) -> torch.nn.ModuleList:
-    return hf.model.layers
 
 
 # ------------------------------------------------------------------------- SmolLM2 from the wheel
