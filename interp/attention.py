@@ -8,8 +8,8 @@ Positions are 0-indexed here: position 0 is the first token (the paper's k = 1).
 - `sink_rate`: Sink_k^ε = share of (sample, layer, head) with α_k > ε (ε = 0.3 in the paper).
 - `value_norms` / `output_value_norms`: ‖v‖ per KV head and ‖W_O v‖ per query head, per position.
 - `residual_norms`: ‖resid‖ per position.
-- `sink_delta_logit`: the sink key's pre-softmax score minus the mean score of the other keys a
-  query sees, averaged over the queries that see at least one other key.
+- `sink_delta_logit`: the sink key's pre-softmax score minus the mean score of the keys between the
+  sink and the query (the query's own key excluded, as in Guo et al. 2024).
 - `classify_heads`: dormant = mostly sinks (α_0 > sink_threshold) and ablating it barely moves the
   loss (|Δloss| < loss_threshold); every other head is active. `head_activity` measures both on a
   model and a set of inputs and classifies.
@@ -65,19 +65,18 @@ def position0_ratio(norms: Float[Tensor, "... pos"], rest: str = "mean") -> Floa
     return norms[..., 0] / ref
 
 
-def sink_delta_logit(scores: Float[Tensor, "... q k"], sink: int = 0) -> Float[Tensor, "..."]:
-    """Δlogit of the sink key: for each query q > sink, score[q, sink] minus the mean of score[q, j]
-    over the other causal keys j ≤ q (j ≠ sink); averaged over those queries."""
+def sink_delta_logit(scores: Float[Tensor, "... q k"], sink: int = 0, per_query: bool = False) -> Float[Tensor, "..."]:
+    """Δlogit of the sink key (Guo et al. 2024): for query q, score[q, sink] minus the mean of
+    score[q, j] over the keys strictly between the sink and the query (sink < j < q). Queries with no
+    such key (q ≤ sink + 1) are NaN with `per_query`, and left out of the mean otherwise."""
     T = scores.shape[-1]
-    causal = torch.ones(T, T, dtype=torch.bool, device=scores.device).tril()
-    others = causal.clone()
-    others[:, sink] = False
+    others = torch.ones(T, T, dtype=torch.bool, device=scores.device).tril(-1)  # j < q
+    others[:, : sink + 1] = False
     n_others = others.sum(-1)  # [q]
-    rows = n_others > 0
-    rows[: sink + 1] = False  # queries at or before the sink see no "other" key worth comparing
     mean_others = torch.where(others, scores, torch.zeros((), dtype=scores.dtype)).sum(-1) / n_others.clamp(min=1)
     delta = scores[..., :, sink] - mean_others  # [..., q]
-    return delta[..., rows].mean(-1)
+    delta = delta.masked_fill(n_others == 0, float("nan"))
+    return delta if per_query else delta.nanmean(-1)
 
 
 def classify_heads(

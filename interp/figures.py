@@ -49,3 +49,24 @@ def sink_by_position(rates: dict[str, Sequence[float]], epsilon: float) -> go.Fi
 def norms_by_position(norms, title: str, ylabel: str) -> go.Figure:
     """A layer × position heatmap of norms (log colour scale would hide the peak; keep it linear)."""
     return heatmap(norms, title, "position", "layer", zlabel=ylabel)
+
+
+def line_panels(panels: dict[str, dict[str, tuple[Sequence, Sequence, Sequence | None]]], title: str, xlabel: str,
+                ylabel: str, log_x: bool = False) -> go.Figure:
+    """Side-by-side panels of lines with optional error bars: {panel: {series: (x, y, err)}}. A series
+    name shared across panels keeps one colour and one legend entry."""
+    from plotly.colors import DEFAULT_PLOTLY_COLORS
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=list(panels), shared_yaxes=True)
+    colours: dict[str, str] = {}
+    for col, series in enumerate(panels.values(), start=1):
+        for name, (x, y, err) in series.items():
+            colour = colours.setdefault(name, DEFAULT_PLOTLY_COLORS[len(colours) % len(DEFAULT_PLOTLY_COLORS)])
+            fig.add_trace(go.Scatter(x=_list(x), y=_list(y), name=name, legendgroup=name, showlegend=col == 1,
+                                     mode="lines+markers", line=dict(color=colour),
+                                     error_y=dict(type="data", array=_list(err)) if err is not None else None), row=1, col=col)
+        fig.update_xaxes(title_text=xlabel, type="log" if log_x else None, row=1, col=col)
+    fig.update_yaxes(title_text=ylabel, row=1, col=1)
+    fig.update_layout(title=title, **_LAYOUT)
+    return fig

@@ -75,6 +75,7 @@ class Model:
     module: torch.nn.Module  # the plain model: HF *ForCausalLM or HookedTransformer
     sink_token_id: int | None = None  # the token prepended for the "<|endoftext|> at position 0" condition
     source: str = ""  # where the weights came from
+    config: dict | None = None  # toy models: the config kwargs they were built from (see `toy_model`)
     _views: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -213,7 +214,7 @@ def load_model(spec: str, device: str = "cpu", seed: int = 0, quiet: bool = Fals
                 f"Unknown toy config {name!r}. Known toy configs: {', '.join(sorted(TOY_CONFIGS))}. "
                 "A trained toy model is loaded by its checkpoint folder instead."
             )
-        return _toy_model(spec, TOY_CONFIGS[name], seed=seed, device=device)
+        return toy_model(TOY_CONFIGS[name], seed=seed, spec=spec, device=device)
     path = Path(spec)
     if path.is_dir() and (path / "interp_toy.json").exists():
         return load_toy(path, device)
@@ -258,25 +259,70 @@ def _load_hf(folder: Path, spec: str, device: str, quiet: bool = False) -> Model
     return Model(spec, "hf", info, tok, hf, sink_token_id=sink, source=str(folder))
 
 
-def _toy_model(spec: str, cfg_kwargs: dict, seed: int, device: str, vocab: list[str] | None = None, bos: int | None = None):
+def toy_model(cfg_kwargs: dict, seed: int = 0, vocab: list[str] | None = None, sink_token_id: int = 0,
+              spec: str = "toy", device: str = "cpu") -> Model:
+    """A freshly initialised (seeded) toy HookedTransformer. `cfg_kwargs` are HookedTransformerConfig
+    keyword arguments plus two of ours: `attn_fn` = "softmax" (default) or "relu", the ReLU attention
+    A[i, j] = ReLU(score[i, j]) / (i + 1) over the causal keys, with no normalisation across keys; and
+    `bias` = False for a bias-free model (every bias, LayerNorm's included, fixed at zero)."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    cfg = HookedTransformerConfig(**{**cfg_kwargs, "seed": seed, "device": device})
+    kwargs = dict(cfg_kwargs)
+    attn_fn = kwargs.pop("attn_fn", "softmax")
+    use_bias = kwargs.pop("bias", True)
+    if attn_fn not in ("softmax", "relu"):
+        raise InterpError(f"Unknown attn_fn {attn_fn!r}: choose softmax or relu.")
+    cfg = HookedTransformerConfig(**{**kwargs, "seed": seed, "device": device})
     module = HookedTransformer(cfg).eval()
+    if attn_fn == "relu":
+        _install_relu_attention(module)
+    if not use_bias:
+        for name, p in module.named_parameters():
+            if name.rsplit(".", 1)[-1].startswith("b"):  # b_Q, b_K, b_V, b_O, b_in, b_out, b_U, LayerNorm's b
+                p.requires_grad_(False)
+                p.data.zero_()
     info = ModelInfo(
         n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_heads, d_model=cfg.d_model,
         d_head=cfg.d_head, d_vocab=cfg.d_vocab, n_ctx=cfg.n_ctx,
     )
-    return Model(spec, "toy", info, ToyTokenizer(cfg.d_vocab, vocab), module, sink_token_id=0 if bos is None else bos, source=spec)
+    return Model(spec, "toy", info, ToyTokenizer(cfg.d_vocab, vocab), module, sink_token_id=sink_token_id,
+                 source=spec, config=dict(cfg_kwargs))
 
 
-def save_toy(model: Model, folder: str | Path, cfg_kwargs: dict, vocab: list[str] | None = None) -> Path:
+def _install_relu_attention(module) -> None:
+    """Swap each layer's `hook_attn_scores` / `hook_pattern` hook points for ones that keep the
+    (causally masked) scores and turn the softmax pattern into ReLU(scores) / (number of causal
+    keys). The swap happens inside the hook points' own forward, so every backend and every hook sees
+    the ReLU pattern, and gradients flow through the ReLU path only. Patching `hook_attn_scores` does
+    not reach a ReLU layer's pattern (the scores are kept before hooks run); patch `hook_pattern`."""
+    from transformer_lens.hook_points import HookPoint
+
+    class KeepScores(HookPoint):
+        def forward(self, x):
+            self.kept = x
+            return x
+
+    class ReluPattern(HookPoint):
+        def forward(self, pattern):
+            scores = self.scores_point.kept  # [batch, head, q, k]; masked entries are -inf
+            self.scores_point.kept = None
+            n_keys = torch.arange(1, scores.shape[-1] + 1, device=scores.device, dtype=scores.dtype)[:, None]
+            return torch.relu(scores) / n_keys
+
+    for block in module.blocks:
+        block.attn.hook_attn_scores = KeepScores()
+        block.attn.hook_pattern = ReluPattern()
+        object.__setattr__(block.attn.hook_pattern, "scores_point", block.attn.hook_attn_scores)  # not a submodule
+    module.setup()  # re-register hook names
+
+
+def save_toy(model: Model, folder: str | Path) -> Path:
     """Write a toy model as a checkpoint folder that `load_model(folder)` opens:
     `interp_toy.json` (config kwargs, vocabulary, sink token) + `model.safetensors`. Atomic."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    meta = {"format": 1, "config": cfg_kwargs, "vocab": vocab, "sink_token_id": model.sink_token_id}
+    meta = {"format": 1, "config": model.config, "vocab": model.tokenizer.vocab, "sink_token_id": model.sink_token_id}
     with atomic_dir(folder) as tmp:
         save_file({k: v.contiguous() for k, v in model.module.state_dict().items()}, tmp / "model.safetensors")
         (tmp / "interp_toy.json").write_text(json.dumps(meta, indent=2))
@@ -295,7 +341,8 @@ def load_toy(folder: Path, device: str = "cpu") -> Model:
             f"The toy checkpoint in {folder} cannot be read ({type(e).__name__}: {e}). "
             "It is truncated or was not written by interp: re-train or re-save it."
         ) from e
-    model = _toy_model(str(folder), meta["config"], seed=0, device=device, vocab=meta.get("vocab"), bos=meta.get("sink_token_id"))
+    model = toy_model(meta["config"], vocab=meta.get("vocab"), sink_token_id=meta.get("sink_token_id") or 0,
+                      spec=str(folder), device=device)
     missing, unexpected = model.module.load_state_dict(state, strict=False)
     if [k for k in missing if not k.endswith(("IGNORE", "mask"))] or unexpected:
         raise InterpError(f"The toy checkpoint in {folder} does not match its own config (missing {missing[:3]}, unexpected {unexpected[:3]}).")

@@ -75,17 +75,19 @@ def test_residual_norms_and_position0_ratio():
     assert attention.position0_ratio(norms, "max").item() == pytest.approx(10 / 3)
 
 
-def test_sink_delta_logit_compares_the_sink_with_the_other_visible_keys():
+def test_sink_delta_logit_compares_the_sink_with_the_keys_between_it_and_the_query():
     neg = -1e9  # masked entries (what a causal mask writes) must not count
     scores = torch.tensor([
         [5.0, neg, neg, neg],
-        [4.0, 1.0, neg, neg],  # 4 - 1 = 3
-        [6.0, 2.0, 0.0, neg],  # 6 - 1 = 5
-        [3.0, 1.0, 2.0, 3.0],  # 3 - 2 = 1
+        [4.0, 1.0, neg, neg],  # no key strictly between sink and query: left out
+        [6.0, 2.0, 0.0, neg],  # 6 - 2 = 4 (the query's own key, 0.0, is excluded)
+        [3.0, 1.0, 2.0, 9.0],  # 3 - mean(1, 2) = 1.5
     ])
-    assert attention.sink_delta_logit(scores).item() == pytest.approx(3.0)  # mean(3, 5, 1)
+    assert attention.sink_delta_logit(scores).item() == pytest.approx(2.75)  # mean(4, 1.5)
+    per_q = attention.sink_delta_logit(scores, per_query=True)
+    assert torch.isnan(per_q[:2]).all() and per_q[2:].tolist() == pytest.approx([4.0, 1.5])
     batched = torch.stack([scores, scores + 1.0])  # a constant shift changes nothing
-    assert attention.sink_delta_logit(batched).tolist() == pytest.approx([3.0, 3.0])
+    assert attention.sink_delta_logit(batched).tolist() == pytest.approx([2.75, 2.75])
 
 
 def test_classify_heads_needs_both_sinking_and_harmless_ablation():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from interp import InterpError
-from interp.models import ensure_smollm2, load_model, save_toy
+from interp.models import TOY_CONFIGS, ensure_smollm2, load_model, save_toy, toy_model
 
 
 def test_smollm2_shapes_and_sink_token(smollm2):
@@ -41,10 +41,11 @@ def test_toy_spec_is_seeded_and_checkpoint_round_trips(tmp_path):
     tokens = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(0))
     assert torch.equal(a.forward(tokens), b.forward(tokens))
     assert not torch.equal(a.forward(tokens), load_model("toy:2l", seed=4).forward(tokens))
-    from interp.models import TOY_CONFIGS
-
-    folder = save_toy(a, tmp_path / "ckpt", TOY_CONFIGS["2l"], vocab=[chr(97 + i % 26) + str(i) for i in range(64)])
+    vocab = [chr(97 + i % 26) + str(i) for i in range(64)]
+    a = toy_model(TOY_CONFIGS["2l"], seed=3, vocab=vocab)
+    folder = save_toy(a, tmp_path / "ckpt")
     c = load_model(str(folder))
+    assert c.tokenizer.vocab == vocab and c.encode("a0 b1") == [0, 1]
     assert c.kind == "toy" and torch.equal(c.forward(tokens), a.forward(tokens))
     assert c.tl is c.module  # HookedTransformer is its own TransformerLens view
     assert not list(tmp_path.glob(".ckpt*")), "atomic save left a temp folder"
@@ -78,8 +79,7 @@ def test_empty_and_too_long_inputs_are_clear_errors(smollm2):
 
 
 def test_truncated_toy_checkpoint_is_a_clear_error(tmp_path):
-    folder = save_toy(load_model("toy:2l"), tmp_path / "ckpt", {"n_layers": 2, "d_model": 64, "n_heads": 4, "d_head": 16,
-                                                                 "d_mlp": 256, "n_ctx": 128, "d_vocab": 64, "act_fn": "gelu"})
+    folder = save_toy(load_model("toy:2l"), tmp_path / "ckpt")
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(InterpError, match="truncated"):
@@ -114,3 +114,21 @@ def test_truncated_hf_folder_is_a_clear_error(tiny_llama_dir, tmp_path):
     weights.write_bytes(weights.read_bytes()[:5000])
     with pytest.raises(InterpError, match="cannot be loaded"):
         load_model(str(broken))
+
+
+def test_relu_attention_is_relu_of_scores_over_key_count_and_survives_saving(tmp_path):
+    from interp.hooks import capture
+
+    m = toy_model({**TOY_CONFIGS["attn-only-1l"], "attn_fn": "relu"}, seed=0)
+    tokens = torch.randint(0, 64, (2, 6), generator=torch.Generator().manual_seed(0))
+    acts = capture(m, tokens, ["blocks.0.attn.hook_attn_scores", "blocks.0.attn.hook_pattern"])
+    scores, pattern = acts["blocks.0.attn.hook_attn_scores"], acts["blocks.0.attn.hook_pattern"]
+    expected = torch.relu(scores) / torch.arange(1, 7)[:, None]
+    assert torch.allclose(pattern, expected) and pattern.triu(1).abs().max() == 0
+    assert not torch.allclose(pattern.sum(-1), torch.ones(2, 4, 6))  # rows are not normalised
+    nn = capture(m, tokens, ["blocks.0.attn.hook_pattern"], backend="nnsight")["blocks.0.attn.hook_pattern"]
+    assert torch.allclose(nn, pattern)
+    again = load_model(str(save_toy(m, tmp_path / "relu")))
+    assert torch.equal(again.forward(tokens), m.forward(tokens))
+    with pytest.raises(InterpError, match="attn_fn"):
+        toy_model({**TOY_CONFIGS["attn-only-1l"], "attn_fn": "sigmoid"})

@@ -1,0 +1,125 @@
+"""Training-step cost of the hooked toy model against plain PyTorch, Bigram-Backcopy sizes.
+
+    .venv/bin/python benchmarks/toy_trainer.py [--layers 1] [--steps 40] [--threads 1]
+
+One AdamW step (forward, backward, update) on a batch of 64 x 64 tokens, for:
+  hooked         the HookedTransformer the experiments train (hook points at every activation)
+  plain          the same architecture in plain PyTorch, same operations (explicit softmax attention)
+  plain_sdpa     the same, with PyTorch's fused scaled_dot_product_attention
+Modes run round-robin in one process; the table gives steps/s and the ratio to `plain`. Results also
+go to benchmarks/results/toy_trainer.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.bigram_backcopy import Config, build_model  # noqa: E402
+from toy_tasks import bigram_backcopy as bb  # noqa: E402
+from toy_tasks.trainer import lm_loss  # noqa: E402
+
+
+class PlainBlock(nn.Module):
+    def __init__(self, d: int, sdpa: bool):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.qkv, self.out = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.ReLU(), nn.Linear(4 * d, d))
+        self.sdpa = sdpa
+
+    def forward(self, x):
+        q, k, v = self.qkv(self.ln1(x)).chunk(3, dim=-1)  # one head of width d
+        if self.sdpa:
+            z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+            mask = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool).triu(1)
+            z = scores.masked_fill(mask, float("-inf")).softmax(-1) @ v
+        x = x + self.out(z)
+        return x + self.mlp(self.ln2(x))
+
+
+class Plain(nn.Module):
+    def __init__(self, vocab: int, d: int, n_ctx: int, n_layers: int, sdpa: bool):
+        super().__init__()
+        self.embed, self.pos = nn.Embedding(vocab, d), nn.Embedding(n_ctx, d)
+        self.blocks = nn.ModuleList(PlainBlock(d, sdpa) for _ in range(n_layers))
+        self.ln, self.unembed = nn.LayerNorm(d), nn.Linear(d, vocab)
+
+    def forward(self, tokens):
+        x = self.embed(tokens) + self.pos(torch.arange(tokens.shape[1]))
+        for block in self.blocks:
+            x = block(x)
+        return self.unembed(self.ln(x))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--layers", type=int, default=1, help="transformer layers")
+    p.add_argument("--steps", type=int, default=40, help="timed steps per mode, in rounds of 5")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = Config()
+    task = bb.char_task()
+    hooked = build_model(task, args.layers, "softmax", cfg).module.train()
+    models = {
+        "hooked": hooked,
+        "plain": Plain(task.d_vocab, cfg.d_model, cfg.seq_len, args.layers, sdpa=False),
+        "plain_sdpa": Plain(task.d_vocab, cfg.d_model, cfg.seq_len, args.layers, sdpa=True),
+    }
+    n_params = {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()}
+    opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-3) for k, m in models.items()}
+    batch = bb.sample(task, cfg.batch_size, cfg.seq_len, torch.Generator().manual_seed(0))
+
+    def step(name):
+        loss = lm_loss(models[name], batch)
+        opts[name].zero_grad(set_to_none=True)
+        loss.backward()
+        opts[name].step()
+
+    for name in models:  # warm-up
+        for _ in range(3):
+            step(name)
+    times = {k: [] for k in models}
+    for _ in range(args.steps // 5):
+        for name in models:
+            t0 = time.perf_counter()
+            for _ in range(5):
+                step(name)
+            times[name].append((time.perf_counter() - t0) / 5)
+    base = statistics.median(times["plain"])
+    rows = {k: {"ms_per_step": statistics.median(v) * 1e3, "steps_per_s": 1 / statistics.median(v),
+                "time_vs_plain": statistics.median(v) / base, "params": n_params[k]} for k, v in times.items()}
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} thread(s)",
+        "command": "python " + " ".join(["benchmarks/toy_trainer.py", *sys.argv[1:]]),
+        "model": f"Bigram-Backcopy model: {args.layers} layer(s), d_model {cfg.d_model}, 1 head, MLP 4d, vocab {task.d_vocab}",
+        "batch": f"{cfg.batch_size} x {cfg.seq_len} tokens, AdamW step",
+        "modes": rows, "date": time.strftime("%Y-%m-%d"),
+    }
+    out = Path(__file__).parent / "results" / f"toy_trainer_{args.layers}l.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{result['model']}; {result['batch']}; {result['machine']}")
+    print("| mode | ms / step | steps/s | time vs plain | parameters |")
+    print("|---|---|---|---|---|")
+    for k, r in rows.items():
+        print(f"| {k} | {r['ms_per_step']:.1f} | {r['steps_per_s']:.1f} | {r['time_vs_plain']:.2f}x | {r['params']:,} |")
+
+
+if __name__ == "__main__":
+    main()

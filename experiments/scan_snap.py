@@ -1,0 +1,161 @@
+"""Scan and Snap: how a 1-layer attention layer composes tokens while it trains.
+
+Paper: "Scan and Snap: Understanding Training Dynamics and Token Composition in 1-layer Transformer"
+(Tian et al., NeurIPS 2023). Task and model in toy_tasks/scan_snap.py: facts with 10 distinct and 10
+shared (common) context tokens, 127 context tokens then a query token, attention logits Z and a
+decoder Y trained by SGD (momentum 0.9) with separate learning rates η_Z and η_Y, batch 128, 100
+iterations (the paper's sizes).
+
+- Figure 4 run: 2 facts with their own query tokens, zero init, η_Z = η_Y = 1 (claims 1-3).
+- Figure 6 sweep: final average entropy of c_n against η_Y/η_Z, one curve per η_Z, one panel per
+  number of query tokens (2 next tokens per query), random init as in the paper's code (claims 4-5
+  read its one-query panel).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import itertools
+import multiprocessing as mp
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from scipy.stats import spearmanr
+
+from interp import figures
+from interp.runs import Run, claim
+from toy_tasks import scan_snap as ss
+from toy_tasks.trainer import TrainConfig, train
+
+PAPER = "Scan and Snap (Tian et al., NeurIPS 2023)"
+CLAIMS = [
+    "scan, discriminative: common tokens' share of c_n falls from 0.645 to < 0.45; mean Z(distinct) − mean Z(common) > 0.5 for every fact",
+    "scan, frequency order: Spearman(Z, P) over distinct tokens > 0.9; the rarest distinct token ends with no more attention, the most frequent at least doubles",
+    "snap: attention entropy changes < 0.02 between iterations 50 and 100, > 0.1 between 0 and 50",
+    "η_Z controls sparsity: one query token, η_Y/η_Z = 1: final entropy at η_Z = 3 ≥ 0.25 below η_Z = 0.5",
+    "η_Y/η_Z controls when it snaps: one query token, η_Z = 1: final entropy at ratio 10 > ratio 1 by > 0.1",
+]
+
+
+@dataclass
+class Config:
+    n_common: int = 10
+    """Common tokens shared by every fact."""
+    n_distinct: int = 10
+    """Distinct tokens per fact (unnormalised probabilities 0.1 ... 1.0)."""
+    seq_len: int = 128
+    """Context tokens + the query token."""
+    batch_size: int = 128
+    """Sequences per iteration."""
+    iterations: int = 100
+    """SGD iterations per run."""
+    eta_z: list = (0.5, 1.0, 2.0, 3.0)
+    """η_Z values of the sweep (one curve each)."""
+    ratios: list = (1.0, 2.0, 5.0, 10.0)
+    """η_Y/η_Z values of the sweep (x axis)."""
+    query_counts: list = (1, 3, 5, 10)
+    """Numbers of query tokens of the sweep (one panel each; 2 next tokens per query)."""
+    seeds: int = 10
+    """Seeds per sweep cell."""
+    workers: int = 2
+    """Sweep runs in parallel processes."""
+    seed: int = 0
+    """Seed of the Figure 4 run's data."""
+
+
+QUICK = dict(seeds=3, query_counts=(1, 3))
+
+
+def train_run(task: ss.SSTask, eta_z: float, eta_y: float, cfg: Config, seed: int, zero_init: bool, probe_every: int = 0):
+    """One run; returns the model and, with probe_every, c_n after every `probe_every` iterations."""
+    model = ss.ScanSnap(task.vocab, zero_init=zero_init, generator=torch.Generator().manual_seed(seed))
+    trace = []
+
+    def probe(step):
+        trace.append(ss.attention_c(model, task))
+        return {"entropy": ss.entropy_c(trace[-1]), "common_share": trace[-1][:, task.common].sum(1).mean().item()}
+
+    tcfg = TrainConfig(steps=cfg.iterations, batch_size=cfg.batch_size, optimizer="sgd", momentum=0.9, lr=eta_z,
+                       eval_every=probe_every or cfg.iterations, seed=seed)
+    history = train(model, lambda g: ss.sample(task, cfg.batch_size, cfg.seq_len, g), ss.loss, tcfg,
+                    probe=probe if probe_every else None,
+                    param_groups=[{"params": [model.Z], "lr": eta_z}, {"params": [model.Y], "lr": eta_y}])
+    return model, history, trace
+
+
+def sweep_cell(cfg: Config, n_query: int, eta_z: float, ratio: float, seed: int) -> float:
+    torch.set_num_threads(1)
+    task = ss.make_task(n_query, 2, cfg.n_common, cfg.n_distinct)
+    model, _, _ = train_run(task, eta_z, eta_z * ratio, cfg, seed, zero_init=False)
+    return ss.entropy_c(ss.attention_c(model, task))
+
+
+def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
+    t0 = time.time()
+    # Figure 4: 2 facts, zero init, η_Z = η_Y = 1, c_n every iteration.
+    task = ss.make_task(2, 1, cfg.n_common, cfg.n_distinct)
+    model, history, trace = train_run(task, 1.0, 1.0, cfg, cfg.seed, zero_init=True, probe_every=1)
+    for row in history:
+        run_dir.log(**row)
+    claims = _dynamics_claims(task, model, history, trace)
+
+    cells = list(itertools.product(cfg.query_counts, cfg.eta_z, cfg.ratios, range(cfg.seeds)))
+    with cf.ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn")) as pool:
+        entropies = list(pool.map(sweep_cell, itertools.repeat(cfg), *zip(*cells), chunksize=8))
+    grid: dict = {}
+    for (nq, ez, r, _), h in zip(cells, entropies):
+        grid.setdefault(nq, {}).setdefault(ez, {}).setdefault(r, []).append(h)
+    claims += _sweep_claims(grid)
+
+    _figures(run_dir, task, trace, grid, cfg)
+    summary = {f"{nq} query": {f"eta_z={ez}": {f"ratio={r}": [statistics.mean(v), statistics.pstdev(v)] for r, v in by_r.items()}
+                               for ez, by_r in by_ez.items()} for nq, by_ez in grid.items()}
+    return {"claims": claims, "figure6_mean_std": summary, "config": asdict(cfg), "runtime_s": round(time.time() - t0, 1)}
+
+
+def _dynamics_claims(task: ss.SSTask, model: ss.ScanSnap, history: list[dict], trace: list) -> list[dict]:
+    paper = "Tian et al. 2023"
+    Z = model.Z.detach()
+    share = [h["common_share"] for h in history]
+    gaps = [(Z[task.query[n], task.distinct[n]].mean() - Z[task.query[n], task.common].mean()).item() for n in range(len(task.query))]
+    out = [claim("scan_discriminative", paper, CLAIMS[0], {"common_share_start": share[0], "common_share_end": share[-1], "z_gap": gaps},
+                 "start ≈ 0.645, end < 0.45, every gap > 0.5", share[-1] < 0.45 and min(gaps) > 0.5 and abs(share[0] - 0.645) < 0.001)]
+    rho = [spearmanr(Z[task.query[n], task.distinct[n]], task.P[n, task.distinct[n]]).statistic for n in range(len(task.query))]
+    c0, c1 = trace[0], trace[-1]
+    rare = [(c1[n, task.distinct[n, 0]] / c0[n, task.distinct[n, 0]]).item() for n in range(len(task.query))]
+    common = [(c1[n, task.distinct[n, -1]] / c0[n, task.distinct[n, -1]]).item() for n in range(len(task.query))]
+    out.append(claim("scan_frequency_order", paper, CLAIMS[1], {"spearman": rho, "rarest_gain": rare, "most_frequent_gain": common},
+                     "> 0.9, <= 1, >= 2", min(rho) > 0.9 and max(rare) <= 1.0 and min(common) >= 2.0))
+    ent = {h["step"]: h["entropy"] for h in history}
+    early, late = abs(ent[50] - ent[0]), abs(ent[100] - ent[50]) if 100 in ent else float("nan")
+    out.append(claim("snap", paper, CLAIMS[2], {"change_0_50": early, "change_50_100": late}, "> 0.1, < 0.02", early > 0.1 and late < 0.02))
+    return out
+
+
+def _sweep_claims(grid: dict) -> list[dict]:
+    paper = "Tian et al. 2023"
+    one = grid[1]
+    mean = {ez: {r: statistics.mean(v) for r, v in by_r.items()} for ez, by_r in one.items()}
+    lo, hi = mean[0.5][1.0], mean[3.0][1.0]
+    r1, r10 = mean[1.0][1.0], mean[1.0][10.0]
+    return [
+        claim("eta_z_controls_sparsity", paper, CLAIMS[3], {"entropy_eta_0.5": lo, "entropy_eta_3": hi}, "difference >= 0.25", lo - hi >= 0.25),
+        claim("ratio_controls_snap", paper, CLAIMS[4], {"entropy_ratio_1": r1, "entropy_ratio_10": r10}, "difference > 0.1", r10 - r1 > 0.1),
+    ]
+
+
+def _figures(run_dir: Run, task: ss.SSTask, trace: list, grid: dict, cfg: Config) -> None:
+    tokens = torch.cat([task.common, task.distinct[0]])
+    c = torch.stack([t[0, tokens] for t in trace])  # [iteration, token]
+    labels = [f"common {i}" for i in range(len(task.common))] + [f"distinct {i} (p={p:.3f})" for i, p in enumerate(task.P[0, task.distinct[0]].tolist())]
+    run_dir.save_figure("figure4_c_over_iterations", figures.heatmap(
+        c, "c_n(l) for fact 0 over iterations (cf. the paper's Figure 4)", "token", "iteration", x=labels, zlabel="c_n"))
+    panels = {}
+    for nq, by_ez in grid.items():
+        panels[f"{nq} query / {2 * nq} next tokens"] = {
+            f"η_Z = {ez}": (list(by_r), [statistics.mean(v) for v in by_r.values()], [statistics.pstdev(v) for v in by_r.values()])
+            for ez, by_r in by_ez.items()}
+    run_dir.save_figure("figure6_entropy_vs_ratio", figures.line_panels(
+        panels, f"Final average entropy of c_n ({cfg.seeds} seeds; cf. the paper's Figure 6)", "η_Y / η_Z", "entropy (nats)", log_x=True))

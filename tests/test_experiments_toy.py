@@ -1,0 +1,45 @@
+"""The toy-task experiments' quick modes reproduce their claims (full modes: see the README)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from interp.cli import main
+from interp.models import load_model
+
+
+def run_quick(name: str, capsys, *extra) -> tuple[int, dict, Path]:
+    code = main(["run", name, "--quick", "--quiet", *extra])
+    out = capsys.readouterr().out
+    run_dir = Path(out.strip().splitlines()[-1])
+    return code, json.loads((run_dir / "results.json").read_text()), run_dir
+
+
+def test_bigram_backcopy_quick(capsys, runs_dir):
+    code, results, run_dir = run_quick("bigram_backcopy", capsys)
+    claims = {c["name"]: c for c in results["claims"]}
+    assert list(claims) == ["task_solved", "sink_on_dormant_inputs", "active_on_triggers", "value_state_drain",
+                            "dormant_by_ablation", "mutual_reinforcement", "relu_removes_sink"]
+    assert code == 0, [c for c in results["claims"] if not c["passed"]]
+    assert results["task"]["triggers"] == [" ", "e", "t"]
+    # Each trained model is a checkpoint folder the workbench opens, with its metric curve beside it.
+    model = load_model(results["models"]["softmax_1l"])
+    assert model.kind == "toy" and model.tokenizer.vocab[0] == "<bos>"
+    rows = [json.loads(line) for line in (run_dir / "softmax_1l" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows][:3] == [0, 50, 100] and rows[-1]["step"] == 1500
+    assert (run_dir / "figures" / "dynamics_softmax_1l.json").exists()
+
+
+def test_scan_snap_quick(capsys, runs_dir):
+    code, results, run_dir = run_quick("scan_snap", capsys)
+    assert code == 0, [c for c in results["claims"] if not c["passed"]]
+    assert [c["name"] for c in results["claims"]] == ["scan_discriminative", "scan_frequency_order", "snap",
+                                                      "eta_z_controls_sparsity", "ratio_controls_snap"]
+    assert set(results["figure6_mean_std"]) == {"1 query", "3 query"}
+    assert {p.name for p in (run_dir / "figures").iterdir()} == {"figure4_c_over_iterations.json", "figure6_entropy_vs_ratio.json"}
+
+
+def test_toy_experiments_reject_bad_settings(capsys, runs_dir):
+    assert main(["run", "bigram_backcopy", "--quick", "--set", "bigram=trigram"]) == 2
+    assert "choose char or synthetic" in capsys.readouterr().err
