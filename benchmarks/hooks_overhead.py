@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -26,6 +24,9 @@ import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import report  # noqa: E402
 
 MODES = ("hf_plain", "tl_plain", "tl_capture", "nnsight_plain", "nnsight_capture")
 
@@ -113,23 +114,11 @@ def main() -> None:
                                capture_output=True, text=True, check=True)
         mem = json.loads(child.stdout.strip().splitlines()[-1])["peak_above_loaded_mb"]
         rows[mode] = {"median_s": med, "tokens_per_s": n_tokens / med, "ratio_to_hf_plain": med / base, "peak_mem_mb": mem}
-    result = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} thread(s)",
-        "command": "python " + " ".join(["benchmarks/hooks_overhead.py", *sys.argv[1:]]),
+    report("hooks_overhead", args.threads, {
         "input": f"{args.batch} texts x {args.seq_len} tokens, SmolLM2-135M fp32 CPU, eager attention",
         "captured": f"{len(names)} activations (hook_resid_post + hook_pattern at each of 30 layers)",
-        "modes": rows,
-        "date": time.strftime("%Y-%m-%d"),
-    }
-    out = Path(__file__).parent / "results" / "hooks_overhead.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{result['input']}; {result['captured']}; {result['machine']}")
-    print("| mode | median s / pass | tokens/s | time vs hf_plain | peak memory above loaded model |")
-    print("|---|---|---|---|---|")
-    for mode, r in rows.items():
-        print(f"| {mode} | {r['median_s']:.3f} | {r['tokens_per_s']:.0f} | {r['ratio_to_hf_plain']:.2f}x | {r['peak_mem_mb']:.0f} MB |")
-
+    }, {"median_s": "median s / pass:.3f", "tokens_per_s": "tokens/s:.0f", "ratio_to_hf_plain": "time vs hf_plain:.2f",
+        "peak_mem_mb": "peak MB above loaded model:.0f"}, rows)
 
 if __name__ == "__main__":
     main()

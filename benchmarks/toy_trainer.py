@@ -13,9 +13,6 @@ go to benchmarks/results/toy_trainer.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -27,6 +24,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import report  # noqa: E402
 from experiments.bigram_backcopy import Config, build_model  # noqa: E402
 from toy_tasks import bigram_backcopy as bb  # noqa: E402
 from toy_tasks.trainer import lm_loss  # noqa: E402
@@ -104,22 +102,10 @@ def main() -> None:
     base = statistics.median(times["plain"])
     rows = {k: {"ms_per_step": statistics.median(v) * 1e3, "steps_per_s": 1 / statistics.median(v),
                 "time_vs_plain": statistics.median(v) / base, "params": n_params[k]} for k, v in times.items()}
-    result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} thread(s)",
-        "command": "python " + " ".join(["benchmarks/toy_trainer.py", *sys.argv[1:]]),
+    report(f"toy_trainer_{args.layers}l", args.threads, {
         "model": f"Bigram-Backcopy model: {args.layers} layer(s), d_model {cfg.d_model}, 1 head, MLP 4d, vocab {task.d_vocab}",
         "batch": f"{cfg.batch_size} x {cfg.seq_len} tokens, AdamW step",
-        "modes": rows, "date": time.strftime("%Y-%m-%d"),
-    }
-    out = Path(__file__).parent / "results" / f"toy_trainer_{args.layers}l.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{result['model']}; {result['batch']}; {result['machine']}")
-    print("| mode | ms / step | steps/s | time vs plain | parameters |")
-    print("|---|---|---|---|---|")
-    for k, r in rows.items():
-        print(f"| {k} | {r['ms_per_step']:.1f} | {r['steps_per_s']:.1f} | {r['time_vs_plain']:.2f}x | {r['params']:,} |")
-
+    }, {"ms_per_step": "ms / step:.1f", "steps_per_s": "steps/s:.1f", "time_vs_plain": "time vs plain:.2f", "params": "parameters:,"}, rows)
 
 if __name__ == "__main__":
     main()

@@ -148,8 +148,10 @@ def _fmt(v) -> str:
     """Numbers to 4 significant digits, also inside the dicts and lists some claims report."""
     if isinstance(v, bool) or v is None:
         return str(v)
-    if isinstance(v, (int, float)) or hasattr(v, "item"):
-        return f"{float(v):.4g}" if isinstance(v, float) or hasattr(v, "item") else str(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float) or hasattr(v, "item"):  # numpy / torch scalars too
+        return f"{float(v):.4g}"
     if isinstance(v, dict):
         return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items())
     if isinstance(v, (list, tuple)):

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from interp.cli import main
-from interp.runs import list_runs, new_run
+from interp.runs import list_runs
 
 
 def test_console_script_lists_experiments():

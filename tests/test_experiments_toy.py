@@ -3,7 +3,6 @@
 import json
 from pathlib import Path
 
-import pytest
 
 from interp.cli import main
 from interp.models import load_model
