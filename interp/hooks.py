@@ -65,7 +65,33 @@ def hook_names(model: Model, backend: str = "transformer_lens") -> list[str]:
     names = list(hook_shapes(model))
     if backend == "nnsight" and model.kind == "hf":
         return [n for n in names if _llama_site(n) is not None]
+    if backend == "nnsight":
+        repeated = _repeated_hooks(model)
+        return [n for n in names if n not in repeated]
     return names
+
+
+def _repeated_hooks(model: Model) -> dict[str, int]:
+    """Hook points a toy model calls more than once per forward pass (HookedTransformer applies
+    `ln1` once each for the query, key and value inputs). nnsight sees only a module's first call,
+    so those names are left to the transformer_lens backend, which hooks every call."""
+    if "repeated_hooks" not in model._views:
+        counts: dict[str, int] = {}
+        points = _hook_points(model)
+
+        def count(act, hook):
+            counts[hook.name] = counts.get(hook.name, 0) + 1
+
+        for point in set(points.values()):
+            point.add_hook(count, dir="fwd")
+        try:
+            with torch.no_grad():
+                model.tl(torch.zeros(1, 2, dtype=torch.long, device=model.device))
+        finally:
+            for point in set(points.values()):
+                point.remove_hooks("fwd")
+        model._views["repeated_hooks"] = {n: c for n, c in counts.items() if c > 1}
+    return model._views["repeated_hooks"]
 
 
 def check_names(model: Model, names: Sequence[str], backend: str = "transformer_lens") -> None:
@@ -84,7 +110,11 @@ def check_names(model: Model, names: Sequence[str], backend: str = "transformer_
             close = difflib.get_close_matches(name, valid, n=5, cutoff=0.5)
             where = f"{model.spec} on the {backend} backend"
             extra = ""
-            if backend == "nnsight" and name in hook_shapes(model):
+            repeated = _repeated_hooks(model) if backend == "nnsight" and model.kind == "toy" else {}
+            if name in repeated:
+                extra = (f" It fires {repeated[name]} times per forward pass and nnsight sees only the first; "
+                         "the transformer_lens backend hooks every call.")
+            elif backend == "nnsight" and name in hook_shapes(model):
                 extra = " It exists on the transformer_lens backend, which can capture it."
             raise HookNameError(
                 f"Unknown hook name {name!r} for {where}.{extra} Closest valid names: {', '.join(close) or '(none)'}. "

@@ -132,3 +132,26 @@ def test_relu_attention_is_relu_of_scores_over_key_count_and_survives_saving(tmp
     assert torch.equal(again.forward(tokens), m.forward(tokens))
     with pytest.raises(InterpError, match="attn_fn"):
         toy_model({**TOY_CONFIGS["attn-only-1l"], "attn_fn": "sigmoid"})
+
+
+def test_fused_layer_norm_matches_transformer_lens_and_honours_patches():
+    from transformer_lens.components import LayerNorm
+
+    from interp.hooks import capture, run
+
+    fused = toy_model(TOY_CONFIGS["2l"], seed=5)
+    plain = toy_model(TOY_CONFIGS["2l"], seed=5)
+    for sub in plain.module.modules():
+        if isinstance(sub, LayerNorm):
+            sub.__class__ = LayerNorm  # TransformerLens's own arithmetic
+    tokens = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(fused.forward(tokens), plain.forward(tokens), atol=1e-5)
+    names = ["blocks.0.ln2.hook_normalized", "blocks.1.ln2.hook_normalized", "ln_final.hook_normalized"]
+    for backend in ("transformer_lens", "nnsight"):
+        a, b = capture(fused, tokens, names, backend=backend), capture(plain, tokens, names)
+        assert all(torch.allclose(a[n], b[n], atol=1e-5) for n in names)
+    double = {"blocks.1.ln2.hook_scale": lambda s: 2 * s}  # patching the scale still changes the output
+    for backend in ("transformer_lens", "nnsight"):
+        patched, _ = run(fused, tokens, patch=double, backend=backend)
+        reference, _ = run(plain, tokens, patch=double)
+        assert torch.allclose(patched, reference, atol=1e-5) and not torch.allclose(patched, fused.forward(tokens), atol=1e-3)
