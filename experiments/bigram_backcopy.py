@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from interp import figures
+from interp import InterpError, figures
 from interp.models import save_toy, toy_model
 from interp.runs import Run, claim
 from toy_tasks import bigram_backcopy as bb
@@ -96,8 +96,6 @@ def make_task(cfg: Config) -> bb.BBTask:
         return bb.char_task(cfg.n_triggers)
     if cfg.bigram == "synthetic":
         return bb.synthetic_task(n_triggers=cfg.n_triggers, seed=cfg.seed)
-    from interp import InterpError
-
     raise InterpError(f"Unknown bigram {cfg.bigram!r}: choose char or synthetic.")
 
 
