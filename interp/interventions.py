@@ -35,6 +35,12 @@ def zero_heads(heads: Iterable[int]):
     return patch
 
 
+def zero_ablate(act: Tensor) -> Tensor:
+    """A patch that zeroes a whole activation, e.g. `{"blocks.0.hook_mlp_out": zero_ablate}` removes
+    layer 0's MLP and `{"blocks.1.hook_attn_out": zero_ablate}` layer 1's attention."""
+    return torch.zeros_like(act)
+
+
 def check_head(model: Model, layer: int, head: int) -> None:
     if not 0 <= layer < model.info.n_layers:
         raise InterpError(f"Layer {layer} is out of range: {model.spec} has layers 0..{model.info.n_layers - 1}.")

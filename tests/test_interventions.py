@@ -57,3 +57,13 @@ def test_head_activity_finds_dormant_sink_heads_in_smollm2(smollm2):
     assert dormant and all(layer == 20 for layer, _ in dormant)  # only evaluated heads can be dormant
     for layer, head in dormant:
         assert r["alpha0"][layer, head] > 0.5 and abs(r["delta_loss"][layer, head]) < 0.01
+
+
+def test_zero_ablate_removes_a_whole_component():
+    from interp.hooks import run
+    from interp.interventions import zero_ablate
+
+    m = load_model("toy:2l", seed=0)
+    tokens = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(0))
+    _, acts = run(m, tokens, patch={"blocks.0.hook_mlp_out": zero_ablate}, capture=["blocks.0.hook_resid_post", "blocks.0.hook_resid_mid"])
+    assert torch.equal(acts["blocks.0.hook_resid_post"], acts["blocks.0.hook_resid_mid"])  # the MLP adds nothing
