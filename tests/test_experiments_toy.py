@@ -42,3 +42,13 @@ def test_scan_snap_quick(capsys, runs_dir):
 def test_toy_experiments_reject_bad_settings(capsys, runs_dir):
     assert main(["run", "bigram_backcopy", "--quick", "--set", "bigram=trigram"]) == 2
     assert "choose char or synthetic" in capsys.readouterr().err
+
+
+def test_icl_classification_quick(capsys, runs_dir):
+    code, results, run_dir = run_quick("icl_classification", capsys)
+    names = [c["name"] for c in results["claims"]]
+    assert names == ["icl_emerges", "no_icl_without_burstiness", "few_classes_favour_iw", "icl_overrides_weights",
+                     "induction_head", "intrinsic_curriculum"]
+    assert code == 0, [c for c in results["claims"] if not c["passed"]]
+    rows = [json.loads(line) for line in (run_dir / "bursty_K512" / "metrics.jsonl").read_text().splitlines()]
+    assert {"IC", "IC2", "IW", "prev_token_L1", "induction_L2", "attn_correct_L2", "attn_labels_L2", "context_label_acc"} <= set(rows[-1])
