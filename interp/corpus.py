@@ -7,6 +7,9 @@ Two domains, each text tagged with where it came from:
 Texts are chosen deterministically from the seed (files shuffled with it, at most `per_file` texts
 of a domain from one file). The stdlib differs between Python versions, so `corpus_info()` records
 the version and path; experiments store it with their results.
+
+`token_chunks` serves activation caching instead: whole files (docstrings, comments and code as
+they stand; about 3.6M SmolLM2 tokens on Python 3.11) cut into fixed-length token sequences.
 """
 
 from __future__ import annotations
@@ -15,8 +18,13 @@ import ast
 import random
 import sys
 import sysconfig
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import numpy as np
+from jaxtyping import Int
+from tqdm.auto import tqdm
 
 from interp import InterpError
 
@@ -99,3 +107,45 @@ def mixed_texts(n: int, seed: int = 0, min_chars: int = 600) -> list[Text]:
     prose = load_texts("prose", (n + 1) // 2, seed, min_chars)
     code = load_texts("code", n // 2, seed, min_chars) if n > 1 else []
     return [t for pair in zip(prose, code + [None]) for t in pair if t is not None][:n]
+
+
+def token_chunks(encode: Callable[[str], list[int]], ctx_len: int, n_chunks: int, seed: int = 0,
+                 bos: int | None = None, quiet: bool = True) -> Int[np.ndarray, "chunk ctx_len"]:
+    """`n_chunks` token sequences of exactly `ctx_len` ids (int32) from whole standard-library files.
+
+    Files are read in an order shuffled by `seed` and tokenised with `encode`; each file's ids are cut
+    into consecutive pieces of `ctx_len` (of `ctx_len - 1` when `bos` is given, which then starts
+    every sequence) and its remainder dropped, so no sequence crosses a file boundary. The sequences
+    collected are shuffled with the seed too, so any stretch of them mixes many files. The same
+    arguments give the same array on the same Python version."""
+    body = ctx_len - (bos is not None)
+    if body < 1 or n_chunks < 1:
+        raise InterpError(
+            f"Asked for {n_chunks} sequences of {ctx_len} tokens{' after a BOS token' if bos is not None else ''}: "
+            "ask for at least one sequence with at least one corpus token in it."
+        )
+    files = _files()
+    rng = random.Random(seed)
+    rng.shuffle(files)
+    parts: list[np.ndarray] = []
+    n = 0
+    with tqdm(total=n_chunks, desc="tokenising corpus", unit="seq", disable=quiet, leave=False) as bar:
+        for path in files:
+            try:
+                ids = np.asarray(encode(path.read_text(encoding="utf-8")), dtype=np.int32)
+            except UnicodeDecodeError:
+                continue
+            k = min(len(ids) // body, n_chunks - n)
+            parts.append(ids[: k * body].reshape(k, body))  # [k, body]
+            n += k
+            bar.update(k)
+            if n == n_chunks:
+                break
+    if n < n_chunks:
+        raise InterpError(
+            f"The standard-library corpus ({stdlib_dir()}) holds only {n} sequences of {ctx_len} tokens "
+            f"({n * body} corpus tokens) with this tokenizer, fewer than the {n_chunks} asked for: ask for "
+            "fewer tokens or a shorter context."
+        )
+    chunks = np.concatenate(parts)[np.random.default_rng(seed).permutation(n_chunks)]  # [chunk, body]
+    return chunks if bos is None else np.concatenate([np.full((n_chunks, 1), bos, dtype=np.int32), chunks], axis=1)

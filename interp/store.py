@@ -1,0 +1,508 @@
+"""On-disk activation store: one hook's activations over the local corpus, written once, read many times.
+
+    store = cache_activations("smollm2-135m", "blocks.15.hook_resid_post", 2_000_000, "acts/l15")
+    store = open_store("acts/l15")
+    b_dec = store.mean(100_000)                               # [d_in]
+    for x in store.batches(4096, seed=0, epochs=None):        # x: [4096, d_in] float32, shuffled
+        ...
+
+A store is a folder:
+
+    manifest.json     what it holds (below); rewritten atomically after every shard
+    tokens.npy        int32 [n_seqs, ctx_len]: the token sequences the model ran on, position 0 included
+    shard_00000.bin   raw float16 or bfloat16 bits (little-endian), [rows, d_in] row-major
+    shard_00001.bin   ...
+
+    manifest.json = {"format": "interp-activation-store/1", "model", "hook", "d_in", "dtype",
+                     "n_tokens", "ctx_len", "keep_first", "bos", "seed", "shard_tokens",
+                     "complete": true once every shard is written,
+                     "tokens": {"file": "tokens.npy", "sha256", "shape"} (null for synthetic stores),
+                     "shards": [{"file": "shard_00000.bin", "n_tokens", "sha256"}, ...],
+                     "corpus": {"python", "stdlib"}, "batch_size"}
+
+Rows run through the shards in order. Row r is the activation at `tokens[r // per_seq, first + r %
+per_seq]` with first = 0 if keep_first else 1 and per_seq = ctx_len - first (`Store.row_tokens()`
+gives the token id of every row). Position 0 is left out by default: every sequence starts with the
+model's BOS/sink token (`<|endoftext|>` for SmolLM2) and SmolLM2's position 0 is an attention sink
+whose residual norm is 30-130x the others', which SAE training conventionally drops.
+
+Writing (`cache_activations`, `StoreWriter`): each shard is written to a temporary file and renamed
+into place, then the manifest is rewritten, so a kill leaves complete shards only. The same command
+again verifies the shards' checksums, rewrites any that fail (saying which), computes the missing
+ones and does nothing more when the store is complete. Other settings on an existing store are an
+error that changes nothing. The forward pass stops at the hooked layer. SmolLM2 at
+blocks.15.hook_resid_post caches about 1,000 tokens/s on two CPU threads (600 on one): 2M tokens
+take about 35 minutes and 2.3 GB in float16.
+
+Reading (`open_store`, `Store.batches`): shards are memory-mapped a few MB at a time and each is
+checked against its sha256 the first time it is read; one that fails is an error naming it, never
+used. Batches come out of a mixing buffer, so resident memory stays near the buffer's size
+(buffer_tokens x d_in x 2 bytes) whatever the store's size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from interp import InterpError
+from interp.fsutil import sha256, write_atomic, write_json
+
+if TYPE_CHECKING:
+    from interp.models import Model
+
+FORMAT = "interp-activation-store/1"
+MANIFEST = "manifest.json"
+TOKENS = "tokens.npy"
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+_PIECE_BYTES = 4 << 20  # shards are memory-mapped this many bytes at a time
+
+
+def _shard_file(index: int) -> str:
+    return f"shard_{index:05d}.bin"
+
+
+def _read_manifest(folder: Path) -> dict | None:
+    """The folder's manifest; None when there is no store there yet (missing or empty folder)."""
+    path = folder / MANIFEST
+    if not path.exists():
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise InterpError(
+                f"{folder} exists but holds no activation store (no {MANIFEST}), so nothing will be written "
+                "there: choose a new or empty folder for the store."
+            )
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise InterpError(f"{path} is not valid JSON ({e}): the store's manifest is damaged; delete the folder and cache again.") from e
+    if manifest.get("format") != FORMAT:
+        raise InterpError(f"{path} is not an interp activation-store manifest (format {manifest.get('format')!r}, expected {FORMAT!r}).")
+    return manifest
+
+
+def _check_same(folder: Path, manifest: dict, header: dict) -> None:
+    diff = [f"{k}: the store has {manifest.get(k)!r}, this asks for {v!r}" for k, v in header.items() if manifest.get(k) != v]
+    if diff:
+        raise InterpError(
+            f"{folder} already holds an activation store written with other settings ({'; '.join(diff)}). "
+            "Nothing was changed. Write to another folder, use the store's own settings to finish or check it, "
+            "or delete the folder to rebuild it."
+        )
+
+
+def _shard_problem(folder: Path, entry: dict, d_in: int) -> str | None:
+    """None when the shard file is whole and matches its checksum, else what is wrong with it."""
+    path = folder / entry["file"]
+    if not path.exists():
+        return "is missing"
+    size, want = path.stat().st_size, entry["n_tokens"] * d_in * 2
+    if size != want:
+        return f"has {size} bytes where {want} were written (truncated or overwritten)"
+    with open(path, "rb") as f:  # read in small pieces: checking a shard costs next to no memory
+        if hashlib.file_digest(f, "sha256").hexdigest() != entry["sha256"]:
+            return "fails its sha256 checksum (corrupted)"
+    return None
+
+
+# ------------------------------------------------------------------------------------------ writing
+
+
+class StoreWriter:
+    """Writes a store shard by shard; needs no model (tests write synthetic shards through it).
+
+    `header` says what the store holds: "model", "hook", "d_in", "dtype" and "n_tokens" (rows when
+    complete), plus any field that must match when the store is reopened (ctx_len, seed, ...);
+    `info` is recorded but never compared. On a folder that already holds a store every header field
+    must equal the stored one (else an InterpError, and nothing is touched), and the shards written
+    so far are checked against their checksums: one that fails is reported by name and left out of
+    `shards`, for the caller to write again."""
+
+    def __init__(self, path: str | Path, header: dict, info: dict | None = None, quiet: bool = True):
+        self.dir = Path(path)
+        missing = [k for k in ("model", "hook", "d_in", "dtype", "n_tokens") if k not in header]
+        if missing:
+            raise InterpError(f"A store header needs {', '.join(missing)}; it has {', '.join(header)}.")
+        if header["dtype"] not in DTYPES:
+            raise InterpError(f"Unknown store dtype {header['dtype']!r}: choose one of {', '.join(DTYPES)}.")
+        old = _read_manifest(self.dir)
+        self.shards: dict[int, dict] = {}  # index -> {"file", "n_tokens", "sha256"}, verified
+        if old is None:
+            self.manifest = {"format": FORMAT, **header, **(info or {}), "complete": False, "tokens": None, "shards": []}
+            self._save()
+            return
+        _check_same(self.dir, old, header)
+        self.manifest = {**old, **(info or {})}
+        for i, entry in enumerate(tqdm(old["shards"], desc="verifying shards", disable=quiet, leave=False)):
+            problem = entry and _shard_problem(self.dir, entry, old["d_in"])
+            if entry and problem:
+                print(f"interp: {entry['file']} in {self.dir} {problem}; it will be written again.", file=sys.stderr)
+            elif entry:
+                self.shards[i] = entry
+
+    @property
+    def n_written(self) -> int:
+        return sum(e["n_tokens"] for e in self.shards.values())
+
+    @property
+    def complete(self) -> bool:
+        """Every row written, in shards 0..k-1 with none missing."""
+        return self.n_written == self.manifest["n_tokens"] and sorted(self.shards) == list(range(len(self.shards)))
+
+    def write_shard(self, index: int, acts: Float[Tensor, "n d_in"]) -> dict:
+        """Write shard `index` (atomically), then the manifest. Returns its manifest entry."""
+        d_in = self.manifest["d_in"]
+        if acts.ndim != 2 or acts.shape[1] != d_in or acts.shape[0] == 0:
+            raise InterpError(f"A shard of this store must be a non-empty [rows, {d_in}] tensor, got shape {tuple(acts.shape)}.")
+        bits = acts.detach().to("cpu", DTYPES[self.manifest["dtype"]]).contiguous().view(torch.int16).numpy().tobytes()
+        entry = {"file": _shard_file(index), "n_tokens": int(acts.shape[0]), "sha256": hashlib.sha256(bits).hexdigest()}
+        write_atomic(self.dir / entry["file"], bits)
+        self.shards[index] = entry
+        self._save()
+        return entry
+
+    def write_tokens(self, tokens: Int[np.ndarray, "seq ctx"]) -> None:
+        """Write tokens.npy. A store that recorded other tokens (the corpus changed) is an error."""
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(tokens, dtype=np.int32))
+        digest = hashlib.sha256(buf.getvalue()).hexdigest()
+        known = self.manifest.get("tokens")
+        if known and known["sha256"] != digest:
+            raise InterpError(
+                f"The token sequences rebuilt for {self.dir} differ from the ones it was written with (the Python "
+                "standard library or the tokenizer changed), so its shards cannot be finished consistently: delete "
+                "the folder and cache again."
+            )
+        write_atomic(self.dir / TOKENS, buf.getvalue())
+        self.manifest["tokens"] = {"file": TOKENS, "sha256": digest, "shape": list(tokens.shape)}
+        self._save()
+
+    def read_tokens(self) -> Int[np.ndarray, "seq ctx"] | None:
+        """The stored token sequences when tokens.npy is present and matches its checksum, else None."""
+        known, path = self.manifest.get("tokens"), self.dir / TOKENS
+        if not known:
+            return None
+        if path.exists() and sha256(path) == known["sha256"]:
+            return np.load(path)
+        print(f"interp: {path} is missing or fails its checksum; rebuilding it from the corpus.", file=sys.stderr)
+        return None
+
+    def finish(self) -> Store:
+        """Mark the store complete (every row written) and open it for reading."""
+        if not self.complete:
+            raise InterpError(
+                f"The store in {self.dir} is not finished: {self.n_written} of {self.manifest['n_tokens']} rows written "
+                f"in shards {sorted(self.shards)}. Write the missing shards first."
+            )
+        self.manifest["complete"] = True
+        self._save()
+        return open_store(self.dir)
+
+    def _save(self) -> None:
+        n = max(self.shards, default=-1) + 1
+        self.manifest["shards"] = [self.shards.get(i) for i in range(n)]
+        self.manifest["complete"] = self.manifest["complete"] and self.complete
+        write_json(self.dir / MANIFEST, self.manifest)
+
+
+def _d_in(model: Model, hook: str) -> int:
+    from interp.hooks import hook_shapes
+
+    shape = hook_shapes(model)[hook]  # ("batch", "pos", "576"), ...
+    if len(shape) < 3 or shape[1] != "pos" or "pos" in shape[2:]:
+        raise InterpError(
+            f"{hook} has shape [{', '.join(shape)}], but a store keeps one vector per token: cache a hook shaped "
+            "[batch, pos, ...] with a single pos dimension (hook_resid_post, hook_mlp_out, attn.hook_z, ...)."
+        )
+    return math.prod(int(d) for d in shape[2:])
+
+
+def _encoder(model: Model) -> Callable[[str], list[int]]:
+    """Text to token ids. Toy models have no real tokenizer: they read UTF-8 bytes modulo d_vocab."""
+    if model.kind == "toy":
+        d_vocab = model.info.d_vocab
+        return lambda text: [b % d_vocab for b in text.encode("utf-8")]
+    return model.encode
+
+
+def cache_activations(
+    model: str | Model,
+    hook: str,
+    n_tokens: int,
+    out: str | Path,
+    dtype: str = "float16",
+    ctx_len: int = 128,
+    batch_size: int = 16,
+    shard_tokens: int = 65536,
+    seed: int = 0,
+    keep_first: bool = False,
+    bos: bool = True,
+    quiet: bool = False,
+) -> Store:
+    """Run `model` (a spec or a loaded Model) over `n_tokens` tokens of the local corpus and write
+    the activations at `hook` to the store `out`, or finish / check the store already there.
+
+    Sequences are `ctx_len` tokens (`interp.corpus.token_chunks`, seeded), starting with the model's
+    BOS/sink token when `bos`; position 0 is stored only when `keep_first`. A shard holds
+    shard_tokens // rows-per-sequence whole sequences (the last one fewer), run `batch_size` at a time."""
+    from interp.corpus import corpus_info, token_chunks
+    from interp.hooks import capture, check_names
+    from interp.models import load_model
+
+    if dtype not in DTYPES:
+        raise InterpError(f"Unknown store dtype {dtype!r}: choose one of {', '.join(DTYPES)}.")
+    first = 0 if keep_first else 1
+    for name, value, least in [("n_tokens", n_tokens, 1), ("batch_size", batch_size, 1), ("shard_tokens", shard_tokens, 1),
+                               ("ctx_len", ctx_len, 1 + max(first, int(bos)))]:
+        if value < least:
+            why = " (position 0 holds BOS or is dropped, and one corpus token must remain)" if name == "ctx_len" else ""
+            raise InterpError(f"{name} is {value}; it must be at least {least}{why}.")
+    out = Path(out)
+    spec = model if isinstance(model, str) else model.spec
+    per_seq = ctx_len - first
+    n_seqs = -(-n_tokens // per_seq)
+    seqs_per_shard = max(1, shard_tokens // per_seq)
+    n_shards = -(-n_seqs // seqs_per_shard)
+    header = dict(model=spec, hook=hook, dtype=dtype, n_tokens=n_tokens, ctx_len=ctx_len, keep_first=keep_first,
+                  bos=bos, seed=seed, shard_tokens=shard_tokens)
+    old = _read_manifest(out)
+    writer = None
+    if old is not None:
+        _check_same(out, old, header)  # before loading any model
+        if old["complete"]:
+            writer = StoreWriter(out, {**header, "d_in": old["d_in"]}, quiet=quiet)
+            if writer.complete:
+                print(f"interp: {out} already holds all {n_tokens} tokens of {spec} at {hook}; nothing to do.", file=sys.stderr)
+                return open_store(out)
+    if isinstance(model, str):
+        model = load_model(model, quiet=quiet)
+    check_names(model, [hook])
+    model.check_length(ctx_len)
+    header["d_in"] = d_in = _d_in(model, hook)
+    if writer is None and old is not None:
+        writer = StoreWriter(out, header, quiet=quiet)
+    stored = writer.read_tokens() if writer else None
+    tokens = stored if stored is not None else token_chunks(
+        _encoder(model), ctx_len, n_seqs, seed, model.sink_token_id if bos else None, quiet)  # [seq, ctx]
+    if writer is None:  # a new store: the corpus had enough tokens, so now the folder is made
+        writer = StoreWriter(out, header, info=dict(corpus=corpus_info(), batch_size=batch_size), quiet=quiet)
+    if stored is None:
+        writer.write_tokens(tokens)
+    todo = [i for i in range(n_shards) if i not in writer.shards]
+    if len(todo) < n_shards:
+        print(f"interp: resuming {out}: {n_shards - len(todo)} of {n_shards} shards are already written.", file=sys.stderr)
+    start, done = time.perf_counter(), 0
+    with tqdm(total=n_tokens, initial=writer.n_written, unit="tok", desc=f"caching {hook}", disable=quiet) as bar:
+        for i in todo:
+            seqs = torch.from_numpy(tokens[i * seqs_per_shard : (i + 1) * seqs_per_shard]).long()  # [seq, ctx]
+            rows = min(len(seqs) * per_seq, n_tokens - i * seqs_per_shard * per_seq)
+            parts = []
+            for chunk in seqs.split(batch_size):
+                act = capture(model, chunk, [hook], stop_early=True)[hook]  # [batch, pos, ...]
+                parts.append(act[:, first:].reshape(-1, d_in).to(DTYPES[dtype]))  # [batch * per_seq, d_in]
+            writer.write_shard(i, torch.cat(parts)[:rows])
+            bar.update(rows)
+            done += rows
+    if done and not quiet:
+        seconds = time.perf_counter() - start
+        print(f"interp: cached {done} tokens in {seconds:.1f} s ({done / seconds:.0f} tokens/s).", file=sys.stderr)
+    return writer.finish()
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+def open_store(path: str | Path, verify: bool = True) -> Store:
+    """Open a complete store for reading. With `verify` each shard is checked against its sha256
+    the first time it is read (once per Store object)."""
+    folder = Path(path)
+    manifest = _read_manifest(folder) if folder.is_dir() else None
+    if manifest is None:
+        raise InterpError(f"{folder} holds no activation store (no {MANIFEST}): write one with `interp cache --out {folder} ...`.")
+    if not manifest["complete"]:
+        written = sum(e["n_tokens"] for e in manifest["shards"] if e)
+        raise InterpError(
+            f"The store in {folder} is unfinished ({written} of {manifest['n_tokens']} tokens): the command that wrote "
+            "it was stopped. Run the same `interp cache` command again to finish it."
+        )
+    return Store(folder, manifest, verify)
+
+
+class Store:
+    """A complete store, read through memory maps. See the module docstring for the layout."""
+
+    def __init__(self, folder: Path, manifest: dict, verify: bool = True):
+        self.dir, self.manifest, self._verify = folder, manifest, verify
+        self.shards: list[dict] = manifest["shards"]
+        self.dtype = DTYPES[manifest["dtype"]]
+        self._starts = np.cumsum([0] + [e["n_tokens"] for e in self.shards])  # first row of each shard
+        self._verified: set[int] = set()
+        for entry in self.shards:
+            path, want = folder / entry["file"], entry["n_tokens"] * self.d_in * 2
+            if not path.exists() or path.stat().st_size != want:
+                raise InterpError(
+                    f"Shard {entry['file']} of the store in {folder} is missing or has the wrong size (expected {want} bytes); "
+                    "it is not used. Rerun the `interp cache` command that wrote the store to rewrite it."
+                )
+
+    @property
+    def d_in(self) -> int:
+        return self.manifest["d_in"]
+
+    @property
+    def n_tokens(self) -> int:
+        return self.manifest["n_tokens"]
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        return f"Store({str(self.dir)!r}: {m['model']} {m['hook']}, {self.n_tokens} x {self.d_in} {m['dtype']}, {len(self.shards)} shards)"
+
+    def verify(self) -> None:
+        """Check every shard's checksum now (reading does it lazily)."""
+        for i in range(len(self.shards)):
+            self._check(i)
+
+    def tokens(self) -> Int[np.ndarray, "seq ctx_len"] | None:
+        """The token sequences the model ran on (checked against their sha256), or None without them."""
+        known = self.manifest.get("tokens")
+        if not known:
+            return None
+        path = self.dir / known["file"]
+        if not path.exists() or sha256(path) != known["sha256"]:
+            raise InterpError(f"{path} is missing or fails its checksum: rerun the `interp cache` command that wrote "
+                              "the store to rebuild it.")
+        return np.load(path)
+
+    def row_tokens(self) -> Int[np.ndarray, "n_tokens"] | None:
+        """The token id at each stored row, in store order."""
+        tokens = self.tokens()
+        first = 0 if self.manifest.get("keep_first", True) else 1
+        return None if tokens is None else np.ascontiguousarray(tokens[:, first:]).reshape(-1)[: self.n_tokens]
+
+    def read(self, start: int = 0, stop: int | None = None) -> Float[Tensor, "n d_in"]:
+        """Rows start..stop in store order, float32."""
+        stop = self.n_tokens if stop is None else min(stop, self.n_tokens)
+        parts = [torch.empty(0, self.d_in)]
+        for i in range(len(self.shards)):
+            lo, hi = max(start, self._starts[i]), min(stop, self._starts[i + 1])
+            if lo < hi:
+                parts.append(self._rows(i, int(lo - self._starts[i]), int(hi - self._starts[i])).float())
+        return torch.cat(parts)
+
+    def mean(self, n: int | None = None) -> Float[Tensor, "d_in"]:
+        """Mean activation over the first `n` rows (all by default), e.g. to initialise an SAE's b_dec."""
+        n = self.n_tokens if n is None else min(n, self.n_tokens)
+        if n < 1:
+            raise InterpError(f"Asked for the mean of {n} rows: ask for at least one.")
+        step = self._piece_rows()
+        total = torch.zeros(self.d_in, dtype=torch.float64)
+        for lo in range(0, n, step):
+            total += self.read(lo, min(lo + step, n)).double().sum(0)
+        return (total / n).float()
+
+    def batches(
+        self,
+        batch_size: int,
+        buffer_tokens: int = 262_144,
+        seed: int = 0,
+        epochs: int | None = 1,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+        rows: tuple[int, int] | None = None,
+    ) -> Iterator[Float[Tensor, "batch d_in"]]:
+        """Shuffled float32 batches; `epochs=None` loops for ever (each epoch reshuffled).
+
+        Each epoch visits the shards in a seeded random order, streams their rows into a mixing buffer
+        of `buffer_tokens` rows and, whenever it is full, sends out a random half of it as batches;
+        at the end it sends out what is left in random order. Every row comes out exactly once per
+        epoch; the last batch of an epoch is shorter unless `drop_last`. The same seed gives the same
+        batches. Data parallel: every rank computes the same global batch of `batch_size` rows and
+        gets rows [rank * B / W, (rank + 1) * B / W) of it, so the ranks' slices, concatenated in
+        rank order, are exactly the world_size=1 batch. `rows=(start, stop)` draws from those rows
+        (store order) only, e.g. to hold the end of the store out for evaluations."""
+        if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size or batch_size % world_size:
+            raise InterpError(
+                f"batch_size {batch_size}, rank {rank}, world_size {world_size}: the global batch size must be a positive "
+                "multiple of world_size and rank must lie in 0..world_size-1."
+            )
+        if buffer_tokens < batch_size or (epochs is not None and epochs < 1):
+            raise InterpError(f"buffer_tokens ({buffer_tokens}) must hold at least one batch ({batch_size}) "
+                              f"and epochs ({epochs}) be ≥ 1 or None.")
+        start, stop = rows or (0, self.n_tokens)
+        if not 0 <= start < stop <= self.n_tokens:
+            raise InterpError(f"rows {rows} is not a non-empty range within the store's {self.n_tokens} rows.")
+        spans = [(i, int(max(start, a) - a), int(min(stop, b) - a))  # (shard, first row, end row) within each shard
+                 for i, (a, b) in enumerate(zip(self._starts[:-1], self._starts[1:])) if max(start, a) < min(stop, b)]
+        return self._batches(batch_size, min(buffer_tokens, stop - start), seed, epochs, rank, world_size, drop_last, spans)
+
+    def _batches(self, batch_size, capacity, seed, epochs, rank, world_size, drop_last, spans):
+        buf = torch.empty(capacity, self.d_in, dtype=self.dtype)  # the mixing buffer
+        epoch = 0
+        while epochs is None or epoch < epochs:
+            for idx in self._epoch(np.random.default_rng([seed, epoch]), buf, batch_size, drop_last, spans):
+                lo, hi = rank * len(idx) // world_size, (rank + 1) * len(idx) // world_size
+                yield buf.index_select(0, idx[lo:hi]).float()  # [batch / world_size, d_in]
+            epoch += 1
+
+    def _epoch(self, rng: np.random.Generator, buf: Tensor, batch_size: int, drop_last: bool, spans: list) -> Iterator[Tensor]:
+        """Buffer slots of each global batch of one epoch; a batch's rows must be read out before the next."""
+        step = self._piece_rows()
+        pieces = ((i, lo, min(lo + step, end))
+                  for i, first, end in (spans[j] for j in rng.permutation(len(spans))) for lo in range(first, end, step))
+        capacity = len(buf)
+        free, head = torch.arange(capacity), None  # empty slots; the rest of the piece being read
+        while True:
+            while len(free):  # fill the empty slots from the stream
+                head = head or next(pieces, None)
+                if head is None:
+                    break
+                i, lo, hi = head
+                n = min(hi - lo, len(free))
+                buf.index_copy_(0, free[:n], self._rows(i, lo, lo + n))
+                free, head = free[n:], ((i, lo + n, hi) if lo + n < hi else None)
+            if len(free) == 0:  # more may come: send out a random half of the buffer, in whole batches
+                free = torch.from_numpy(rng.permutation(capacity)[: max(batch_size, capacity // 2 // batch_size * batch_size)])
+                yield from free.split(batch_size)
+            else:  # the stream has ended: send out everything left
+                held = torch.ones(capacity, dtype=torch.bool)
+                held[free] = False
+                left = held.nonzero().squeeze(1)
+                for idx in left[torch.from_numpy(rng.permutation(len(left)))].split(batch_size):
+                    if len(idx) == batch_size or not drop_last:
+                        yield idx
+                return
+
+    def _piece_rows(self) -> int:
+        return max(1, _PIECE_BYTES // (2 * self.d_in))
+
+    def _check(self, i: int) -> None:
+        if i not in self._verified:
+            entry = self.shards[i]
+            problem = _shard_problem(self.dir, entry, self.d_in)
+            if problem:
+                raise InterpError(
+                    f"Shard {entry['file']} of the store in {self.dir} {problem}, so it is not used. Rerun the "
+                    "`interp cache` command that wrote the store: it rewrites the shards that fail their checksums."
+                )
+            self._verified.add(i)
+
+    def _rows(self, i: int, lo: int, hi: int) -> Tensor:
+        """Rows lo..hi of shard i in the stored dtype, over a memory map that lives as long as the tensor."""
+        if self._verify:
+            self._check(i)
+        mm = np.memmap(self.dir / self.shards[i]["file"], np.uint16, "c", offset=lo * self.d_in * 2, shape=(hi - lo, self.d_in))
+        return torch.from_numpy(mm).view(self.dtype)
