@@ -7,6 +7,9 @@
     interp list                            experiments with their papers and claims
     interp run NAME [--quick] [--seed N] [--set key=value ...]
     interp runs                            run folders and their status
+    interp cache --model M --hook H --tokens N --out DIR   write activations to disk (for SAEs)
+    interp sae train --store DIR [--kind topk] [--k 32] ...  train an SAE on a store (torchrun for data parallel)
+    interp sae eval SAE_DIR --store DIR                       FVU, L0, dead/dense, CE loss recovered, KL
 
 `interp run` prints the claims table and, as its last line, the run folder. It exits 0 when every
 claim passed, 1 when one failed and 2 on an error.
@@ -17,9 +20,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import json
 import os
 import pkgutil
 import sys
+from pathlib import Path
 from types import ModuleType
 
 from interp import InterpError
@@ -99,6 +104,46 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("runs", help="list run folders with their status and claims")
     s.add_argument("--experiment", help="only this experiment")
     s.set_defaults(func=cmd_runs)
+
+    s = sub.add_parser("cache", help="run a model over the local corpus and store one hook's activations (for SAE training)",
+                       description="Run a model over the standard-library corpus and write the activations at one hook to an "
+                       "on-disk store (shards + manifest.json, see interp/store.py). Stopped half-way, the same command "
+                       "resumes; on a complete store it checks the checksums and does nothing more.")
+    s.add_argument("--model", required=True, help="model spec (see `interp models`) or a model folder")
+    s.add_argument("--hook", required=True, help="TransformerLens hook name shaped [batch, pos, ...], e.g. blocks.15.hook_resid_post")
+    s.add_argument("--tokens", required=True, type=int, help="activations (token positions) to store, e.g. 2000000")
+    s.add_argument("--out", required=True, help="store folder (new, empty, or a store this same command started)")
+    s.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"], help="storage dtype (default: float16)")
+    s.add_argument("--ctx", type=int, default=128, help="tokens per sequence, BOS included (default: 128)")
+    s.add_argument("--batch", type=int, default=16, help="sequences per forward pass (default: 16)")
+    s.add_argument("--shard-tokens", type=int, default=65536, help="tokens per shard file, rounded down to whole sequences (default: 65536)")
+    s.add_argument("--seed", type=int, default=0, help="seed that picks and orders the corpus sequences (default: 0)")
+    s.add_argument("--keep-first", action="store_true", help="also store position 0 (the BOS / attention-sink token; dropped by default)")
+    s.add_argument("--no-bos", action="store_true", help="do not start each sequence with the model's BOS token (<|endoftext|>)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_cache)
+
+    from interp.config import add_arguments
+    from interp.sae.train import TrainConfig
+
+    sae = sub.add_parser("sae", help="train and evaluate sparse autoencoders on an activation store").add_subparsers(metavar="SAE_COMMAND")
+    s = sae.add_parser("train", help="train an SAE (run with torchrun --nproc_per_node=N -m interp.cli for data parallel)",
+                       description="Train an SAE on an activation store. The run folder (default: a new runs/sae/<id>) gets "
+                       "config.json, metrics.jsonl, checkpoint.pt and, at the end, sae/ in SAELens's format and results.json. "
+                       "Given an --out folder that holds an unfinished run of the same config, it resumes.")
+    s.add_argument("--out", help="run folder (required under torchrun); resumes an unfinished run of the same config")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_arguments(s, TrainConfig)
+    s.set_defaults(func=cmd_sae_train)
+    s = sae.add_parser("eval", help="evaluate an SAE folder on a store: FVU, L0, dead/dense, CE loss recovered, KL",
+                       description="Evaluate an SAE (a SAELens-format folder) on the last --tokens activations of a store, "
+                       "and, for stores of real models, splice it into the model on the store's last --sequences "
+                       "sequences. Prints one JSON object.")
+    s.add_argument("sae_dir", help="SAE folder (cfg.json + sae_weights.safetensors)")
+    s.add_argument("--store", required=True, help="activation store of the SAE's hook")
+    s.add_argument("--tokens", type=int, default=65536, help="activations from the end of the store to evaluate on (default: 65536)")
+    s.add_argument("--sequences", type=int, default=16, help="store sequences for CE loss recovered and KL; 0 skips them (default: 16)")
+    s.set_defaults(func=cmd_sae_eval)
     return p
 
 
@@ -207,6 +252,77 @@ def cmd_runs(args) -> int:
         else:
             status = f"interrupted  (resume: interp run {r.experiment} --resume {r.dir})"
         print(f"{r.experiment:<20} {r.dir.name:<20} {status}")
+    return 0
+
+
+def cmd_cache(args) -> int:
+    from interp.store import cache_activations
+
+    store = cache_activations(args.model, args.hook, args.tokens, args.out, dtype=args.dtype, ctx_len=args.ctx,
+                              batch_size=args.batch, shard_tokens=args.shard_tokens, seed=args.seed,
+                              keep_first=args.keep_first, bos=not args.no_bos, quiet=args.quiet)
+    m = store.manifest
+    size = sum((store.dir / e["file"]).stat().st_size for e in store.shards)
+    print(f"{store.n_tokens} tokens of {m['model']} at {m['hook']} (d_in {store.d_in}, {m['dtype']}) in "
+          f"{len(store.shards)} shards, {size / 2**20:.1f} MiB")
+    print(store.dir)
+    return 0
+
+
+def cmd_sae_train(args) -> int:
+    from interp.config import build
+    from interp.fsutil import write_json
+    from interp.runs import Run, new_run
+    from interp.sae.train import TrainConfig, train_sae
+
+    cfg = build(TrainConfig, args)
+    if not cfg.store:
+        raise InterpError("`interp sae train` needs --store DIR: an activation store written by `interp cache`.")
+    config = {"experiment": "sae", **dataclasses.asdict(cfg)}
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    lead = int(os.environ.get("RANK", "0")) == 0
+    if args.out is None:
+        if distributed:
+            raise InterpError("Under torchrun every process must write to the same run: pass --out DIR.")
+        run = new_run("sae", dataclasses.asdict(cfg))
+    else:
+        run = Run(Path(args.out))
+        old = run.dir / "config.json"
+        if old.exists() and json.loads(old.read_text()) != json.loads(json.dumps(config)):
+            raise InterpError(f"{run.dir} holds a run with another config; pick a new --out folder (nothing was changed).")
+        if lead and not old.exists():
+            run.dir.mkdir(parents=True, exist_ok=True)
+            write_json(old, config)
+    sae, last = train_sae(cfg, run, quiet=args.quiet)
+    if lead:
+        run.write_results({"final": last, "sae": str(run.dir / "sae")})
+        print(json.dumps(last, default=float))
+        print(run.dir)
+    return 0
+
+
+def cmd_sae_eval(args) -> int:
+    import torch
+
+    from interp.models import load_model
+    from interp.sae.evals import activation_metrics, splice_metrics
+    from interp.sae.io import load_sae
+    from interp.store import open_store
+
+    sae = load_sae(args.sae_dir)
+    store = open_store(args.store)
+    if store.d_in != sae.cfg.d_in:
+        raise InterpError(f"The store in {store.dir} holds activations of width {store.d_in}, but the SAE in {args.sae_dir} "
+                          f"reads d_in = {sae.cfg.d_in}. Evaluate it on a store of its own hook ({sae.cfg.hook_name or 'see its cfg.json'}).")
+    n = min(args.tokens, store.n_tokens)
+    out = activation_metrics(sae, store.read(store.n_tokens - n, store.n_tokens))
+    out.pop("l0_histogram")
+    tokens = store.tokens()
+    if args.sequences and tokens is not None and not store.manifest["model"].startswith("synthetic"):
+        model = load_model(store.manifest["model"], quiet=True)
+        seqs = torch.from_numpy(tokens[-args.sequences:]).long()
+        out.update(splice_metrics(sae, model, seqs, store.manifest["hook"], skip_first=not store.manifest["keep_first"]))
+    print(json.dumps(out, default=float))
     return 0
 
 

@@ -1,0 +1,70 @@
+"""SAE losses and the feature statistics they need.
+
+- Reconstruction: squared error summed over d_in, averaged over tokens, divided by the data's variance
+  (sum over d_in of the per-dimension variance, measured once from the store), so the loss is the
+  fraction of variance unexplained (FVU) and the same number on any number of data-parallel ranks.
+- `aux_k_loss` (Gao et al. 2024): the k_aux largest pre-activations among dead features (no firing in
+  the last `dead_tokens` tokens) reconstruct the main reconstruction's error (detached), scored as
+  MSE / the error's own variance; coefficient 1/32 in the paper.
+- `aux_zipf_loss` (Ayonrinde 2024): the paper describes it as generalising aux_k from dead features
+  to under-used ones, with feature densities expected to follow a Zipf law. Our reading, since the
+  paper's formula is not public: rank features by their running density; feature of rank r gets the
+  target density t_r ∝ 1/r, scaled so Σ t_r = k (the mean L0), capped at 1. Features whose density
+  is below `underuse` × their target are "under-used" and play the role of aux_k's dead features.
+  With underuse → 0 it is aux_k.
+- L1 (ReLU SAEs): Σ_f z_f ‖W_dec[f]‖, averaged over tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from interp.sae.models import SAE, Codes, _GatherPre, _sort_by_row, _SparseDecode
+
+
+def fvu(x: Float[Tensor, "batch d_in"], x_hat: Float[Tensor, "batch d_in"], variance: float | Tensor) -> Tensor:
+    """Squared error summed over dims, mean over tokens, over the data's total variance."""
+    return (x - x_hat).pow(2).sum(-1).mean() / variance
+
+
+def l1_penalty(sae: SAE, codes: Codes) -> Tensor:
+    norms = sae.W_dec.norm(dim=1)
+    return (codes.values * norms[codes.cols]).sum() / codes.n_tokens
+
+
+def zipf_targets(density: Float[Tensor, " d_sae"], k: float, exponent: float = 1.0) -> Float[Tensor, " d_sae"]:
+    """Target firing density per feature: ∝ rank^-exponent by current density, Σ = k, capped at 1."""
+    d_sae = density.numel()
+    ranks = torch.empty(d_sae, device=density.device)
+    ranks[torch.argsort(density, descending=True, stable=True)] = torch.arange(1, d_sae + 1, device=density.device, dtype=ranks.dtype)
+    t = ranks.pow(-exponent)
+    return (t * (k / t.sum())).clamp(max=1.0)
+
+
+def aux_reconstruction_loss(sae: SAE, x: Tensor, x_hat: Tensor, pre: Tensor, pool: Tensor, k_aux: int,
+                            reduce_sum=None) -> Tensor:
+    """The k_aux largest pre-activations among features in `pool` (bool [d_sae]) reconstruct the error
+    x - x̂ (detached); MSE over the error's variance. Zero when the pool is empty."""
+    n_pool = int(pool.sum().item())
+    if n_pool == 0 or k_aux <= 0:
+        return x.new_zeros(())
+    kk = min(k_aux, n_pool)
+    with torch.no_grad():
+        masked = pre.masked_fill(~pool, float("-inf"))
+        idx = masked.topk(kk, dim=1, sorted=False).indices  # [batch, kk]
+        rows = torch.arange(x.shape[0], device=x.device).repeat_interleave(kk)
+        rows, cols = _sort_by_row(rows, idx.flatten(), sae.cfg.d_sae)
+    x_c = x - sae.b_dec
+    values = torch.relu(_GatherPre.apply(pre, x_c, sae.W_enc, sae.b_enc, rows, cols))
+    err = (x - x_hat).detach()
+    err_hat = _SparseDecode.apply(values, sae.W_dec, rows, cols, x.shape[0])
+    num = (err - err_hat).pow(2).sum()
+    # The error's variance over the global batch (all ranks under data parallelism); a constant here.
+    sums = torch.cat([err.pow(2).sum()[None], err.new_tensor([float(x.shape[0])]), err.sum(0)])
+    if reduce_sum is not None:
+        sums = reduce_sum(sums)
+    sq, n, s = sums[0], sums[1], sums[2:]
+    var = sq / n - s.pow(2).sum() / n**2
+    return num / x.shape[0] / var.clamp_min(1e-12)

@@ -1,0 +1,314 @@
+"""One sparse autoencoder whose activation rule is swappable.
+
+    pre = (x - b_dec) @ W_enc.T + b_enc          [batch, d_sae]   (W_enc stored feature-major: [d_sae, d_in])
+    z   = rule(pre)                              sparse           (which (token, feature) pairs fire)
+    x̂   = z @ W_dec + b_dec                      [batch, d_in]
+
+Rules (`kind`), all with mean L0 = k per token except ReLU-L1:
+- `topk`: every token keeps its k largest pre-activations (Gao et al. 2024).
+- `mutual_choice`: the k·batch largest entries of the whole token × feature matrix (Ayonrinde 2024);
+  the same rule as BatchTopK (Bussmann et al. 2024).
+- `feature_choice`: every feature takes its m largest tokens of the batch, m = k·batch / d_sae
+  (Ayonrinde 2024). The paper's text names the rule but not how m is set per feature; we give every
+  feature the same capacity, Σm = k·batch, with the remainder spread over the first features.
+- `relu`: ReLU + L1 on the activations (weighted by the decoder norms), the classic baseline.
+A selected entry keeps ReLU(pre), so a selected negative pre-activation contributes nothing.
+
+Batch-independent inference: the batch rules learn one threshold per feature during training, an
+exponential moving average (rate `threshold_lr`) of the smallest value the feature was selected
+with in a batch, as BatchTopK learns its global threshold. In eval mode they encode as JumpReLU,
+z = pre · [pre > θ], which is also how they are saved for SAELens.
+
+Speed: only the dense encoder matmul is dense. The selection's values are re-read with a custom
+autograd function whose backward is a sparse × dense product, and the decoder is a sparse (CSR) ×
+dense product, so a training step costs about one encoder matmul plus O(k·batch·d_in) work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import warnings
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from interp import InterpError
+
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+
+KINDS = ("topk", "mutual_choice", "feature_choice", "relu")
+BATCH_KINDS = ("mutual_choice", "feature_choice")
+
+
+@dataclass
+class SAEConfig:
+    d_in: int = 576
+    """Width of the activations (SmolLM2-135M's residual stream: 576)."""
+    d_sae: int = 4608
+    """Number of features."""
+    kind: str = "topk"
+    """Activation rule: topk, mutual_choice (= BatchTopK), feature_choice or relu (ReLU + L1)."""
+    k: int = 32
+    """Mean active features per token (topk: per token; mutual/feature choice: k·batch in total)."""
+    threshold_lr: float = 0.01
+    """Rate of the per-feature inference thresholds' moving average (batch rules)."""
+    model_name: str = ""
+    """Model the SAE reads (metadata for SAELens)."""
+    hook_name: str = ""
+    """Hook the SAE reads (metadata for SAELens)."""
+
+    def check(self) -> None:
+        if self.kind not in KINDS:
+            raise InterpError(f"Unknown SAE kind {self.kind!r}: choose one of {', '.join(KINDS)}.")
+        if self.d_in <= 0 or self.d_sae <= 0:
+            raise InterpError(f"d_in and d_sae must be positive, got {self.d_in} and {self.d_sae}.")
+        if self.kind != "relu" and not 0 < self.k <= self.d_sae:
+            raise InterpError(f"k = {self.k} must be between 1 and d_sae = {self.d_sae}: an SAE cannot "
+                              f"activate more features per token than it has. Lower k or raise d_sae.")
+
+
+@dataclass
+class Codes:
+    """Sparse codes of a batch: CSR rows are tokens, sorted by token, then feature."""
+
+    rows: Int[Tensor, " nnz"]
+    cols: Int[Tensor, " nnz"]
+    values: Float[Tensor, " nnz"]
+    n_tokens: int
+    d_sae: int
+    pre: Tensor | None = None
+    """The dense pre-activations [batch, d_sae] (no gradient), kept for the auxiliary losses."""
+
+    def csr(self) -> Tensor:
+        crow = torch.zeros(self.n_tokens + 1, dtype=torch.long, device=self.rows.device)
+        crow[1:] = torch.bincount(self.rows, minlength=self.n_tokens).cumsum(0)
+        return torch.sparse_csr_tensor(crow, self.cols, self.values, (self.n_tokens, self.d_sae))
+
+    def dense(self) -> Float[Tensor, "batch d_sae"]:
+        z = torch.zeros(self.n_tokens, self.d_sae, dtype=self.values.dtype, device=self.values.device)
+        z[self.rows, self.cols] = self.values
+        return z
+
+    def l0(self) -> Float[Tensor, " batch"]:
+        return torch.bincount(self.rows[self.values > 0], minlength=self.n_tokens).float()
+
+
+# ------------------------------------------------------------------ allocation rules (no gradients)
+# Each returns the (token, feature) pairs a rule selects from a [batch, d_sae] matrix of
+# pre-activations. `gather(t)` concatenates a tensor over data-parallel ranks (identity on one process),
+# so batch rules select over the global batch.
+
+
+def select_topk(pre: Float[Tensor, "batch d_sae"], k: int) -> tuple[Tensor, Tensor]:
+    idx = pre.topk(k, dim=1, sorted=False).indices  # [batch, k]
+    rows = torch.arange(pre.shape[0], device=pre.device).repeat_interleave(k)
+    return rows, idx.flatten()
+
+
+def _flat_top_values(pre: Tensor, n: int) -> Tensor:
+    """The n largest entries of `pre` (unordered). Filters by a sampled quantile first, which avoids a
+    full top-n over every entry; falls back to the exact full top-n when the filter keeps too few."""
+    flat = pre.flatten()
+    n = min(n, flat.numel())
+    if flat.numel() > 8 * n and flat.numel() > 65536:
+        g = torch.Generator(device="cpu").manual_seed(flat.numel())
+        sample = flat[torch.randint(flat.numel(), (65536,), generator=g).to(flat.device)]
+        q = max(0.0, 1.0 - 1.5 * n / flat.numel())
+        candidates = flat[flat >= sample.quantile(q)]
+        if candidates.numel() >= n:
+            return candidates.topk(n, sorted=False).values
+    return flat.topk(n, sorted=False).values
+
+
+def select_mutual_choice(pre: Float[Tensor, "batch d_sae"], k: int, gather=None) -> tuple[Tensor, Tensor]:
+    """Global top-(k·batch) over tokens × features; batch = the global batch under data parallelism."""
+    world = 1 if gather is None else gather(torch.ones(1, device=pre.device)).numel()
+    n = k * pre.shape[0] * world
+    tops = _flat_top_values(pre, n)
+    if gather is not None:
+        tops = gather(tops)
+    tau = tops.topk(min(n, tops.numel()), sorted=False).values.min()
+    rows, cols = (pre >= tau).nonzero(as_tuple=True)
+    return rows, cols
+
+
+def fc_capacity(d_sae: int, k: int, batch: int) -> Int[Tensor, " d_sae"]:
+    """Tokens each feature may take: Σ = k·batch, as equal as integers allow."""
+    total = k * batch
+    m = torch.full((d_sae,), total // d_sae, dtype=torch.long)
+    m[: total % d_sae] += 1
+    return m
+
+
+def select_feature_choice(pre: Float[Tensor, "batch d_sae"], k: int, gather=None) -> tuple[Tensor, Tensor]:
+    """Feature f takes its m_f largest tokens of the (global) batch."""
+    world = 1 if gather is None else gather(torch.ones(1, device=pre.device)).numel()
+    batch, d_sae = pre.shape
+    m = fc_capacity(d_sae, k, batch * world).to(pre.device)
+    m_max = int(min(m.max().item(), batch))
+    if m_max == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=pre.device)
+        return empty, empty
+    top = pre.T.contiguous().topk(m_max, dim=1).values  # [d_sae, m_max], sorted descending
+    if gather is not None:  # every rank's local top-m, then each feature's m-th largest overall
+        top = gather(top.T.contiguous()).reshape(world * m_max, d_sae).T.sort(dim=1, descending=True).values
+    kth = top.gather(1, (m.clamp(min=1) - 1).clamp(max=top.shape[1] - 1)[:, None]).squeeze(1)  # [d_sae]
+    kth = torch.where(m > 0, kth, torch.full_like(kth, float("inf")))
+    rows, cols = (pre >= kth).nonzero(as_tuple=True)
+    return rows, cols
+
+
+# ------------------------------------------------------------------ sparse autograd pieces
+
+
+class _GatherPre(torch.autograd.Function):
+    """values[j] = x_c[rows[j]] · W_enc[cols[j]] + b_enc[cols[j]], read from the dense `pre` in forward;
+    backward is sparse: dW_enc = Gᵀ x_c, dx_c = G W_enc, db_enc = column sums of G."""
+
+    @staticmethod
+    def forward(ctx, pre, x_c, W_enc, b_enc, rows, cols):
+        ctx.save_for_backward(x_c, W_enc, rows, cols)
+        return pre[rows, cols]
+
+    @staticmethod
+    def backward(ctx, g):
+        x_c, W_enc, rows, cols = ctx.saved_tensors
+        n_tok, d_sae = x_c.shape[0], W_enc.shape[0]
+        d_W = d_x = d_b = None
+        if ctx.needs_input_grad[2]:
+            order = torch.argsort(cols, stable=True)
+            G_t = _csr(cols[order], rows[order], g[order], d_sae, n_tok)
+            d_W = G_t @ x_c
+        if ctx.needs_input_grad[1]:
+            d_x = _csr(rows, cols, g, n_tok, d_sae) @ W_enc
+        if ctx.needs_input_grad[3]:
+            d_b = torch.zeros(d_sae, dtype=g.dtype, device=g.device).index_add_(0, cols, g)
+        return None, d_x, d_W, d_b, None, None
+
+
+class _SparseDecode(torch.autograd.Function):
+    """x̂ = Z @ W_dec for Z in CSR form (rows sorted); backward: dW = Zᵀ dx̂, dvalues = (dx̂ W_decᵀ) at Z's pattern."""
+
+    @staticmethod
+    def forward(ctx, values, W_dec, rows, cols, n_tokens):
+        ctx.save_for_backward(values, W_dec, rows, cols)
+        ctx.n_tokens = n_tokens
+        return _csr(rows, cols, values, n_tokens, W_dec.shape[0]) @ W_dec
+
+    @staticmethod
+    def backward(ctx, g):
+        values, W_dec, rows, cols = ctx.saved_tensors
+        n_tok, d_sae = ctx.n_tokens, W_dec.shape[0]
+        d_v = d_W = None
+        if ctx.needs_input_grad[0]:
+            pattern = _csr(rows, cols, torch.zeros_like(values), n_tok, d_sae)
+            d_v = torch.sparse.sampled_addmm(pattern, g.contiguous(), W_dec.T.contiguous()).values()
+        if ctx.needs_input_grad[1]:
+            order = torch.argsort(cols, stable=True)
+            d_W = _csr(cols[order], rows[order], values[order], d_sae, n_tok) @ g
+        return d_v, d_W, None, None, None
+
+
+def _csr(rows: Tensor, cols: Tensor, values: Tensor, n_rows: int, n_cols: int) -> Tensor:
+    """CSR matrix from COO entries already sorted by row."""
+    crow = torch.zeros(n_rows + 1, dtype=torch.long, device=rows.device)
+    crow[1:] = torch.bincount(rows, minlength=n_rows).cumsum(0)
+    return torch.sparse_csr_tensor(crow, cols, values, (n_rows, n_cols), check_invariants=False)
+
+
+def _sort_by_row(rows: Tensor, cols: Tensor, d_sae: int) -> tuple[Tensor, Tensor]:
+    order = torch.argsort(rows * d_sae + cols)
+    return rows[order], cols[order]
+
+
+# ------------------------------------------------------------------ the module
+
+
+class SAE(nn.Module):
+    def __init__(self, cfg: SAEConfig, seed: int = 0):
+        super().__init__()
+        cfg.check()
+        self.cfg = cfg
+        g = torch.Generator().manual_seed(seed)
+        W_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=g)
+        W_dec /= W_dec.norm(dim=1, keepdim=True)
+        self.W_dec = nn.Parameter(W_dec)  # [d_sae, d_in], unit rows
+        self.W_enc = nn.Parameter(W_dec.clone())  # [d_sae, d_in]: tied to W_decᵀ at init
+        self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
+        # Per-feature inference thresholds of the batch rules; inf until a feature is first selected.
+        self.register_buffer("threshold", torch.full((cfg.d_sae,), float("inf")))
+
+    def check_input(self, x: Tensor) -> None:
+        if x.ndim != 2 or x.shape[1] != self.cfg.d_in:
+            raise InterpError(f"This SAE reads vectors of width d_in = {self.cfg.d_in}, got activations of shape "
+                              f"{tuple(x.shape)}. Train it on a store of the same hook, or build an SAE with d_in = {x.shape[-1]}.")
+
+    def pre_acts(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
+        return (x - self.b_dec) @ self.W_enc.T + self.b_enc
+
+    def encode(self, x: Float[Tensor, "batch d_in"], gather=None) -> Codes:
+        """Sparse codes. Training mode applies the kind's rule over the batch (with gradients);
+        eval mode is batch-independent (TopK per token, JumpReLU thresholds for the batch rules)."""
+        self.check_input(x)
+        kind, k, d_sae = self.cfg.kind, self.cfg.k, self.cfg.d_sae
+        x_c = x - self.b_dec  # [batch, d_in]
+        with torch.no_grad():
+            pre = x_c @ self.W_enc.T + self.b_enc  # [batch, d_sae]
+            if kind == "topk":
+                rows, cols = select_topk(pre, k)
+            elif kind == "relu" or not self.training:
+                cut = torch.zeros_like(self.threshold) if kind == "relu" else self.threshold
+                rows, cols = (pre > cut).nonzero(as_tuple=True)
+            elif kind == "mutual_choice":
+                rows, cols = select_mutual_choice(pre, k, gather)
+            else:
+                rows, cols = select_feature_choice(pre, k, gather)
+            rows, cols = _sort_by_row(rows, cols, d_sae)
+        values = torch.relu(_GatherPre.apply(pre, x_c, self.W_enc, self.b_enc, rows, cols))
+        return Codes(rows, cols, values, x.shape[0], d_sae, pre)
+
+    def decode(self, codes: Codes) -> Float[Tensor, "batch d_in"]:
+        return _SparseDecode.apply(codes.values, self.W_dec, codes.rows, codes.cols, codes.n_tokens) + self.b_dec
+
+    def forward(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_in"]:
+        return self.decode(self.encode(x))
+
+    def dense_encode(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
+        """Feature activations as a dense matrix (inference: batch-independent)."""
+        was = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                return self.encode(x).dense()
+        finally:
+            self.train(was)
+
+    @torch.no_grad()
+    def update_thresholds(self, codes: Codes, reduce_min=None) -> None:
+        """Move each selected feature's threshold towards the smallest value it was selected with."""
+        if self.cfg.kind not in BATCH_KINDS:
+            return
+        pos = codes.values > 0
+        low = torch.full_like(self.threshold, float("inf"))
+        low.scatter_reduce_(0, codes.cols[pos], codes.values[pos].detach(), reduce="amin")
+        if reduce_min is not None:
+            low = reduce_min(low)
+        seen = torch.isfinite(low)
+        fresh = seen & ~torch.isfinite(self.threshold)
+        lr = self.cfg.threshold_lr
+        self.threshold[seen] = (1 - lr) * self.threshold[seen] + lr * low[seen]
+        self.threshold[fresh] = low[fresh]
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8)
+
+    @torch.no_grad()
+    def remove_parallel_grad(self) -> None:
+        """Project out the part of W_dec's gradient along each (unit) row, which renormalising would undo."""
+        if self.W_dec.grad is not None:
+            g, w = self.W_dec.grad, self.W_dec
+            g -= (g * w).sum(dim=1, keepdim=True) * w

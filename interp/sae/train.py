@@ -1,0 +1,272 @@
+"""Train an SAE on an activation store: `interp sae train --store PATH --kind topk ...`.
+
+One loop for every kind and for data parallelism: under `torchrun --nproc_per_node=N` each rank reads
+its slice of the same global batch, the batch rules select over the global batch (ranks exchange
+their candidates), gradients and feature statistics are summed over ranks, and rank 0 writes the run
+folder. gloo on CPU, NCCL on GPU.
+
+The run folder (`runs/sae/<id>/`) holds config.json, metrics.jsonl (one line per `log_every` steps:
+mse, fvu, l0, dead, dense, aux losses, tokens/s), checkpoint.pt (every `checkpoint_every` steps,
+atomic; a killed run resumes with `--resume DIR` on the same loss curve) and, at the end, the SAE in
+SAELens's format (`sae/cfg.json`, `sae/sae_weights.safetensors`) and results.json.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from jaxtyping import Float
+from torch import Tensor
+from tqdm import tqdm
+
+from interp import InterpError
+from interp.fsutil import write_atomic
+from interp.runs import Run
+from interp.sae import losses
+from interp.sae.io import save_sae
+from interp.sae.models import SAE, SAEConfig
+from interp.store import open_store
+
+
+@dataclass
+class TrainConfig:
+    store: str = ""
+    """Activation store folder, written by `interp cache`."""
+    kind: str = "topk"
+    """Activation rule: topk, mutual_choice (= BatchTopK), feature_choice or relu (ReLU + L1)."""
+    expansion: int = 8
+    """d_sae = expansion × d_in."""
+    k: int = 32
+    """Mean active features per token (topk, mutual_choice, feature_choice)."""
+    batch_size: int = 4096
+    """Tokens per step, over all data-parallel ranks together."""
+    tokens: int = 0
+    """Training tokens (0: one pass over the store)."""
+    lr: float = 4e-4
+    """Adam learning rate (betas 0.9, 0.999); decays linearly to 0 over the last `decay_frac` of steps."""
+    decay_frac: float = 0.2
+    """Share of the steps, at the end, over which the learning rate decays to 0."""
+    aux_k_coef: float = 1 / 32
+    """Weight of aux_k_loss: dead features reconstruct the error (Gao et al. 2024). 0 turns it off."""
+    k_aux: int = 0
+    """Features the auxiliary losses may use per token (0: d_in / 2)."""
+    dead_tokens: int = 1_000_000
+    """A feature that has not fired in this many tokens is dead."""
+    aux_zipf_coef: float = 0.0
+    """Weight of aux_zipf_loss: under-used features (by a Zipf target) reconstruct the error (Ayonrinde 2024)."""
+    zipf_underuse: float = 0.1
+    """aux_zipf: a feature is under-used when its density is below this share of its Zipf target."""
+    l1_coef: float = 1.0
+    """ReLU SAEs: initial L1 coefficient."""
+    target_l0: float = 0.0
+    """ReLU SAEs: steer the L1 coefficient so that the mean L0 settles here (0: keep l1_coef fixed)."""
+    dense_density: float = 0.1
+    """A feature firing on more than this share of tokens (running mean) is dense."""
+    threshold_lr: float = 0.01
+    """Rate of the batch rules' inference-threshold moving average."""
+    buffer_tokens: int = 262144
+    """Tokens in the store's shuffling buffer."""
+    stats_tokens: int = 65536
+    """Tokens used once for b_dec (their mean) and the data variance that normalises the MSE."""
+    log_every: int = 20
+    """Steps between metrics.jsonl lines."""
+    checkpoint_every: int = 200
+    """Steps between checkpoints (0: only at the end)."""
+    threads: int = 0
+    """torch threads per process (0: torch's default)."""
+    device: str = "cpu"
+    """cpu or cuda."""
+    holdout: int = 0
+    """Tokens at the end of the store left out of training (for evaluations)."""
+    seed: int = 0
+    """Seed of the weights and the data order."""
+
+
+class Dist:
+    """Rank, world size and the few collectives the trainer needs; a no-op on one process."""
+
+    def __init__(self, device: str):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            t = t.clone()
+            dist.all_reduce(t)
+        return t
+
+    def min(self, t: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            t = t.clone()
+            dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return t
+
+    def gather(self, t: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(t) for _ in range(self.world)]
+        dist.all_gather(parts, t.contiguous())
+        return torch.cat(parts)
+
+    @property
+    def gather_fn(self):
+        return self.gather if self.world > 1 else None
+
+    def average_grads(self, params) -> None:
+        if self.world == 1:
+            return
+        grads = [p.grad for p in params]
+        flat = torch.cat([g.flatten() for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+
+def train_sae(cfg: TrainConfig, run: Run | None, quiet: bool = False) -> tuple[SAE, dict]:
+    """Train (or resume, when `run` holds a checkpoint) and return the SAE and its last logged metrics."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    d = Dist(cfg.device)
+    if cfg.batch_size % d.world:
+        raise InterpError(f"batch_size {cfg.batch_size} must divide evenly over {d.world} processes.")
+    store = open_store(cfg.store)
+    n_train = store.n_tokens - cfg.holdout
+    if n_train < cfg.batch_size:
+        raise InterpError(f"The store holds {store.n_tokens} tokens, {cfg.holdout} held out: fewer than one batch of "
+                          f"{cfg.batch_size} to train on. Cache more tokens or lower batch_size / holdout.")
+    total = cfg.tokens or n_train
+    steps = total // cfg.batch_size
+    sae, opt, state = build(cfg, store, d)
+    start = _resume(run, sae, opt, state)
+    batches = store.batches(cfg.batch_size, buffer_tokens=min(cfg.buffer_tokens, n_train), seed=cfg.seed, epochs=None,
+                            rank=d.rank, world_size=d.world, drop_last=True, rows=(0, n_train))
+    for _ in range(start):  # a resumed run sees the batches it would have seen (the order is seeded)
+        next(batches)
+    lead = d.rank == 0
+    if lead and run:
+        run.dir.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(range(start, steps), desc=f"sae {cfg.kind}", disable=quiet or not lead, initial=start, total=steps)
+    t0, n0, row = time.perf_counter(), start, {}
+    for step in bar:
+        lr = cfg.lr * min(1.0, (steps - step) / max(1.0, cfg.decay_frac * steps))
+        out = train_step(sae, opt, next(batches).to(cfg.device), cfg, state, d, lr)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == steps:
+            row = {**out, "lr": lr, "tokens_per_s": (done - n0) * cfg.batch_size / (time.perf_counter() - t0)}
+            if lead and run:
+                run.log(done, **row)
+            bar.set_postfix(fvu=f"{row['fvu']:.3f}", l0=f"{row['l0']:.1f}", dead=row["dead"])
+            t0, n0 = time.perf_counter(), done
+        if lead and run and (done == steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)):
+            _checkpoint(run, done, sae, opt, state)
+    sae.eval()
+    if lead and run:
+        save_sae(sae, run.dir / "sae", extra={"store": str(store.dir), "steps": steps, "batch_size": cfg.batch_size})
+    return sae, {"steps": steps, "d_sae": sae.cfg.d_sae, **row}
+
+
+def build(cfg: TrainConfig, store, d: Dist | None = None) -> tuple[SAE, torch.optim.Optimizer, dict]:
+    """A fresh SAE for this store (b_dec at the data mean), its Adam optimiser and the training state."""
+    m = store.manifest
+    sae_cfg = SAEConfig(d_in=store.d_in, d_sae=cfg.expansion * store.d_in, kind=cfg.kind, k=cfg.k,
+                        threshold_lr=cfg.threshold_lr, model_name=m["model"], hook_name=m["hook"])
+    sae_cfg.check()
+    sae = SAE(sae_cfg, seed=cfg.seed).to(cfg.device)
+    mean, variance = _data_stats(store, cfg)
+    with torch.no_grad():
+        sae.b_dec.copy_(mean.to(cfg.device))
+    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=6.25e-10)
+    state = {"since_fired": torch.zeros(sae_cfg.d_sae, dtype=torch.long), "density": torch.zeros(sae_cfg.d_sae),
+             "l1_coef": torch.tensor(cfg.l1_coef), "variance": variance}
+    sae.train()
+    return sae, opt, state
+
+
+def train_step(sae: SAE, opt, x: Float[Tensor, "batch d_in"], cfg: TrainConfig, state: dict, d: Dist | None = None,
+               lr: float | None = None) -> dict:
+    """One step on this rank's slice `x` of the global batch: encode, decode, losses, backward, gradient
+    all-reduce, Adam, decoder renormalisation, thresholds and feature statistics. Returns the metrics."""
+    d = d or Dist(cfg.device)
+    if lr is not None:
+        for group in opt.param_groups:
+            group["lr"] = lr
+    variance = state["variance"]
+    codes = sae.encode(x, gather=d.gather_fn)
+    x_hat = sae.decode(codes)
+    err = (x - x_hat).pow(2).sum(-1)  # [batch]
+    loss, parts = err.mean() / variance, {}
+    if cfg.kind == "relu":
+        parts["l1"] = losses.l1_penalty(sae, codes)
+        loss = loss + state["l1_coef"].item() * parts["l1"]
+    dead = state["since_fired"] >= cfg.dead_tokens
+    k_aux = cfg.k_aux or sae.cfg.d_in // 2
+    if cfg.aux_k_coef and cfg.kind != "relu":
+        parts["aux_k"] = losses.aux_reconstruction_loss(sae, x, x_hat, codes.pre, dead.to(x.device), k_aux, d.sum)
+        loss = loss + cfg.aux_k_coef * parts["aux_k"]
+    if cfg.aux_zipf_coef and cfg.kind != "relu":
+        under = state["density"] < cfg.zipf_underuse * losses.zipf_targets(state["density"], cfg.k)
+        parts["aux_zipf"] = losses.aux_reconstruction_loss(sae, x, x_hat, codes.pre, under.to(x.device), k_aux, d.sum)
+        loss = loss + cfg.aux_zipf_coef * parts["aux_zipf"]
+    if not torch.isfinite(loss):
+        raise InterpError(f"The SAE loss became {loss.item()}: lower the learning rate (now {cfg.lr}).")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    d.average_grads(list(sae.parameters()))
+    sae.remove_parallel_grad()
+    opt.step()
+    sae.normalize_decoder()
+    sae.update_thresholds(codes, d.min if d.world > 1 else None)
+    # Feature statistics over the global batch.
+    fired = d.sum(torch.bincount(codes.cols[codes.values > 0], minlength=sae.cfg.d_sae).cpu())
+    state["since_fired"] += cfg.batch_size
+    state["since_fired"][fired > 0] = 0
+    beta = min(1.0, cfg.batch_size / cfg.dead_tokens)
+    state["density"].mul_(1 - beta).add_(beta * fired.float() / cfg.batch_size)
+    sums = d.sum(torch.stack([err.sum().detach(), (codes.values > 0).sum().float(), *(v.detach() for v in parts.values())]).cpu())
+    l0 = sums[1].item() / cfg.batch_size
+    if cfg.kind == "relu" and cfg.target_l0:  # multiplicative controller on the L1 coefficient
+        state["l1_coef"] *= math.exp(0.01 * math.tanh(math.log(max(l0, 1e-3) / cfg.target_l0)))
+    out = {"mse": sums[0].item() / cfg.batch_size, "fvu": sums[0].item() / cfg.batch_size / float(variance), "l0": l0,
+           "dead": int(dead.sum()), "dense": int((state["density"] > cfg.dense_density).sum()),
+           **{k: sums[2 + i].item() / d.world for i, k in enumerate(parts)}}
+    if cfg.kind == "relu":
+        out["l1_coef"] = state["l1_coef"].item()
+    return out
+
+
+def _data_stats(store, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean activation (b_dec's start) and total variance Σ_d Var(x_d) over the store's first tokens."""
+    x = store.read(0, min(cfg.stats_tokens, store.n_tokens)).double()  # [n, d_in]
+    mean = x.mean(0)
+    return mean.float(), (x - mean).pow(2).sum(-1).mean().float()
+
+
+def _resume(run: Run | None, sae: SAE, opt, stats: dict) -> int:
+    path = run.dir / "checkpoint.pt" if run else None
+    if path is None or not path.exists():
+        return 0
+    state = torch.load(path, weights_only=True, map_location="cpu")
+    sae.load_state_dict(state["sae"])
+    opt.load_state_dict(state["optimizer"])
+    for k in stats:
+        stats[k] = state["stats"][k]
+    done = int(state["step"])
+    history = [r for r in run.metrics() if r["step"] <= done]
+    write_atomic(run.dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+    return done
+
+
+def _checkpoint(run: Run, step: int, sae: SAE, opt, stats: dict) -> None:
+    buf = io.BytesIO()
+    torch.save({"step": step, "sae": sae.state_dict(), "optimizer": opt.state_dict(), "stats": stats}, buf)
+    write_atomic(run.dir / "checkpoint.pt", buf.getvalue())

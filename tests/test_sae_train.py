@@ -1,0 +1,155 @@
+"""The SAE trainer: it learns, resumes on the same curve, runs data-parallel, and rejects bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from interp import InterpError
+from interp.cli import main
+from interp.runs import Run
+from interp.sae.io import load_sae
+from interp.sae.train import TrainConfig, train_sae
+from interp.store import StoreWriter
+
+D_IN = 16
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    """Sparse non-negative mixtures of 48 directions in 16 dimensions: an SAE can find them."""
+    folder = tmp_path_factory.mktemp("store") / "s"
+    g = torch.Generator().manual_seed(0)
+    basis = torch.randn(48, D_IN, generator=g)
+    w = StoreWriter(folder, {"model": "synthetic", "hook": "blocks.0.hook_resid_post", "d_in": D_IN, "dtype": "float16", "n_tokens": 16384})
+    for i in range(4):
+        codes = torch.rand(4096, 48, generator=g) * (torch.rand(4096, 48, generator=g) < 0.06)
+        w.write_shard(i, codes @ basis)
+    w.finish()
+    return folder
+
+
+def cfg(store, **kw) -> TrainConfig:
+    base = dict(store=str(store), expansion=4, k=4, batch_size=256, tokens=256 * 40, lr=1e-2, log_every=5,
+                checkpoint_every=10, buffer_tokens=4096, stats_tokens=4096, dead_tokens=2048, threads=1)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("kind", ["topk", "mutual_choice", "feature_choice", "relu"])
+def test_every_kind_learns_and_saves(store, tmp_path, kind):
+    extra = {"target_l0": 4.0, "l1_coef": 0.05} if kind == "relu" else {}
+    sae, last = train_sae(cfg(store, kind=kind, **extra), Run(tmp_path), quiet=True)
+    rows = Run(tmp_path).metrics()
+    assert rows[0]["fvu"] > 2 * last["fvu"] and last["fvu"] < 0.35, (rows[0]["fvu"], last["fvu"])
+    if kind == "relu":  # the L1 controller pulls L0 down towards the target
+        assert rows[-1]["l0"] < rows[0]["l0"] and rows[-1]["l1_coef"] > rows[0]["l1_coef"]
+    else:
+        assert last["l0"] == pytest.approx(4)
+    assert {"mse", "fvu", "l0", "dead", "dense", "tokens_per_s"} <= set(rows[-1])
+    loaded = load_sae(tmp_path / "sae")
+    x = torch.randn(8, D_IN)
+    assert torch.allclose(loaded.dense_encode(x), sae.dense_encode(x), atol=1e-6)
+
+
+def test_a_killed_run_resumes_on_the_same_curve(store, tmp_path, monkeypatch):
+    c = cfg(store, kind="feature_choice", aux_zipf_coef=1 / 32)
+    train_sae(c, Run(tmp_path / "whole"), quiet=True)
+    import interp.sae.train as tr
+
+    real, calls = tr.train_step, {"n": 0}
+
+    def dying(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 27:  # killed after step 26: the last checkpoint is step 20
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(tr, "train_step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train_sae(c, Run(tmp_path / "split"), quiet=True)
+    monkeypatch.setattr(tr, "train_step", real)
+    train_sae(c, Run(tmp_path / "split"), quiet=True)
+
+    def curve(name):
+        return [(r["step"], r["fvu"], r["l0"], r.get("aux_zipf")) for r in Run(tmp_path / name).metrics()]
+
+    assert curve("whole") == curve("split") and len(curve("whole")) == 8
+    a, b = load_sae(tmp_path / "whole" / "sae"), load_sae(tmp_path / "split" / "sae")
+    assert torch.equal(a.W_enc, b.W_enc) and torch.equal(a.threshold, b.threshold)
+
+
+@pytest.mark.parametrize("aux", ["aux_k_coef", "aux_zipf_coef"])
+def test_auxiliary_losses_train_the_dead_features(store, aux):
+    """Features 32-63 are marked dead (aux_k) / never used (aux_zipf): only the auxiliary loss moves
+    the ones the main rule did not select."""
+    from interp.sae.train import build, train_step
+    from interp.store import open_store
+
+    moved = {}
+    for coef in (0.0, 1.0):
+        c = cfg(store, kind="topk", **{"aux_k_coef": 0.0, aux: coef})
+        sae, opt, state = build(c, open_store(store))
+        state["since_fired"][32:] = c.dead_tokens
+        state["density"][:32] = 0.1
+        x = next(open_store(store).batches(256, buffer_tokens=4096))[:6]  # 6 tokens x k = 4: most features idle
+        before = sae.W_dec.detach().clone()
+        with torch.no_grad():
+            chosen = sae.encode(x).cols.unique()
+        out = train_step(sae, opt, x, c, state)
+        idle = torch.ones(64, dtype=torch.bool)
+        idle[chosen] = False
+        changed = (sae.W_dec.detach() - before).abs().amax(1) > 1e-5  # beyond renormalisation rounding
+        moved[coef] = int(changed[idle].sum())
+        if coef:
+            assert out[aux.removesuffix("_coef")] > 0 and not changed[:32][idle[:32]].any()
+    assert moved[0.0] == 0 and moved[1.0] > 0, moved
+
+
+def test_data_parallel_matches_one_process(store, tmp_path):
+    """torchrun --nproc_per_node=2 (gloo) ends where one process ends, at the same global batch."""
+    common = ["--store", str(store), "--expansion", "4", "--k", "4", "--batch-size", "256", "--tokens", str(256 * 6),
+              "--buffer-tokens", "4096", "--stats-tokens", "4096", "--threads", "1", "--quiet"]
+    env = {**os.environ, "WANDB_MODE": "disabled", "INTERP_RUNS": str(tmp_path / "runs")}
+    for kind in ("topk", "mutual_choice"):
+        one = tmp_path / f"one_{kind}"
+        two = tmp_path / f"two_{kind}"
+        assert main(["sae", "train", *common, "--kind", kind, "--out", str(one)]) == 0
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                            "-m", "interp.cli", "sae", "train", *common, "--kind", kind, "--out", str(two)],
+                           env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-2000:]
+        a, b = load_sae(one / "sae"), load_sae(two / "sae")
+        assert (a.W_enc - b.W_enc).abs().max() < 1e-4 and (a.W_dec - b.W_dec).abs().max() < 1e-4
+        fa = [m["fvu"] for m in Run(one).metrics()]
+        fb = [m["fvu"] for m in Run(two).metrics()]
+        assert fa == pytest.approx(fb, abs=1e-4)
+
+
+def test_bad_input_errors(store, tmp_path):
+    with pytest.raises(InterpError, match="k = 1000 must be between 1 and d_sae = 64"):
+        train_sae(cfg(store, k=1000), Run(tmp_path), quiet=True)
+    with pytest.raises(InterpError, match="no activation store"):
+        train_sae(cfg(tmp_path / "nowhere"), Run(tmp_path), quiet=True)
+    assert not (tmp_path / "sae").exists()
+
+
+def test_cli_train_and_eval(store, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["sae", "train", "--store", str(store), "--kind", "topk", "--expansion", "4", "--k", "4", "--batch-size", "256",
+                 "--tokens", "2560", "--holdout", "2048", "--buffer-tokens", "4096", "--stats-tokens", "4096", "--quiet",
+                 "--out", str(out)]) == 0
+    assert (out / "sae" / "cfg.json").exists() and (out / "results.json").exists()
+    assert main(["sae", "eval", str(out / "sae"), "--store", str(store), "--tokens", "2048"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0 < res["fvu"] < 1 and res["l0"] == pytest.approx(4)
+    # a store of another width is refused with a clear message
+    other = tmp_path / "wide"
+    w = StoreWriter(other, {"model": "synthetic", "hook": "h", "d_in": 8, "dtype": "float16", "n_tokens": 64})
+    w.write_shard(0, torch.randn(64, 8))
+    w.finish()
+    assert main(["sae", "eval", str(out / "sae"), "--store", str(other)]) == 2
+    assert "d_in = 16" in capsys.readouterr().err
