@@ -6,7 +6,8 @@
 - Spliced into the model at the SAE's hook, on the store's own token sequences: CE loss with the
   reconstruction, with the clean activations, with zeros (zero-ablation), and
   CE recovered = (CE_zero − CE_sae) / (CE_zero − CE_clean); KL(clean ‖ spliced) per token.
-  Positions the store left out (position 0 unless it kept it) stay clean in both interventions.
+  Positions the store left out (position 0 unless it kept it) stay clean in both interventions, and
+  so do outlier activations (norm above the SAE's max_norm), which the SAE was not trained on.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def activation_metrics(sae: SAE, x: Float[Tensor, "n d_in"], batch_size: int = 4
     as in training instead of the per-feature thresholds."""
     was = sae.training
     sae.train(as_trained)
+    n_all = x.shape[0]
+    if sae.cfg.max_norm:  # the outliers the SAE was trained without (see TrainConfig.outlier_norm)
+        x = x[x.norm(dim=1) <= sae.cfg.max_norm]
     mean = x.double().mean(0)
     variance = (x.double() - mean).pow(2).sum(-1).mean().item()
     sq, fired, l0s = 0.0, torch.zeros(sae.cfg.d_sae), []
@@ -46,7 +50,7 @@ def activation_metrics(sae: SAE, x: Float[Tensor, "n d_in"], batch_size: int = 4
             "l0_quantiles": {q: l0.quantile(q).item() for q in (0.05, 0.25, 0.5, 0.75, 0.95)},
             "l0_histogram": torch.bincount(l0.long()).tolist(),
             "dead_share": (fired == 0).float().mean().item(), "dense_share": (fired / n > dense_share).float().mean().item(),
-            "tokens": n}
+            "tokens": n, "outliers_excluded": n_all - n}
 
 
 @torch.no_grad()
@@ -57,8 +61,11 @@ def splice_metrics(sae: SAE, model, tokens: Tensor, hook: str, skip_first: bool 
 
     def splice(act: Tensor) -> Tensor:  # [batch, pos, d_in]
         out = act.clone()
-        flat = act[:, start:].reshape(-1, act.shape[-1])
-        out[:, start:] = sae.decode(sae.encode(flat.float())).reshape(act[:, start:].shape).to(act.dtype)
+        flat = act[:, start:].reshape(-1, act.shape[-1]).float()  # [batch * pos, d_in]
+        rec = sae.decode(sae.encode(flat))
+        if sae.cfg.max_norm:  # outliers pass through, as the store's left-out positions do
+            rec = torch.where((flat.norm(dim=1) > sae.cfg.max_norm)[:, None], flat, rec)
+        out[:, start:] = rec.reshape(act[:, start:].shape).to(act.dtype)
         return out
 
     def zero(act: Tensor) -> Tensor:

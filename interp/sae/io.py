@@ -33,7 +33,7 @@ def save_sae(sae: SAE, folder: str | Path, extra: dict | None = None) -> Path:
         "architecture": ARCHITECTURE[c.kind], "d_in": c.d_in, "d_sae": c.d_sae, "dtype": "float32", "device": "cpu",
         "apply_b_dec_to_input": True, "normalize_activations": "none", "reshape_activations": "none",
         "metadata": {"model_name": c.model_name, "hook_name": c.hook_name, "sae_lens_version": SAE_LENS_VERSION},
-        "interp": {"kind": c.kind, "k": c.k, "threshold_lr": c.threshold_lr, **(extra or {})},
+        "interp": {"kind": c.kind, "k": c.k, "threshold_lr": c.threshold_lr, "max_norm": c.max_norm, **(extra or {})},
     }
     if c.kind == "topk":
         cfg.update(k=c.k, rescale_acts_by_decoder_norm=False)
@@ -83,7 +83,7 @@ def load_sae(folder: str | Path, device: str = "cpu") -> SAE:
                               f"want {shapes[k]}. The config and weights come from different SAEs.")
     k = int(cfg.get("k", ours.get("k", min(32, d_sae))))
     meta = cfg.get("metadata", {})
-    sae = SAE(SAEConfig(d_in=d_in, d_sae=d_sae, kind=kind, k=k, threshold_lr=ours.get("threshold_lr", 0.01),
+    sae = SAE(SAEConfig(d_in=d_in, d_sae=d_sae, kind=kind, k=k, threshold_lr=ours.get("threshold_lr", 0.01), max_norm=ours.get("max_norm", 0.0),
                         model_name=meta.get("model_name", "") or "", hook_name=meta.get("hook_name", "") or ""))
     with torch.no_grad():
         sae.W_enc.copy_(tensors["W_enc"].T)

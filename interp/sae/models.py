@@ -58,6 +58,8 @@ class SAEConfig:
     """Model the SAE reads (metadata for SAELens)."""
     hook_name: str = ""
     """Hook the SAE reads (metadata for SAELens)."""
+    max_norm: float = 0.0
+    """Activations with a larger norm are outliers the SAE was not trained on (0: none)."""
 
     def check(self) -> None:
         if self.kind not in KINDS:
@@ -249,14 +251,17 @@ class SAE(nn.Module):
     def pre_acts(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
         return (x - self.b_dec) @ self.W_enc.T + self.b_enc
 
-    def encode(self, x: Float[Tensor, "batch d_in"], gather=None) -> Codes:
+    def encode(self, x: Float[Tensor, "batch d_in"], gather=None, skip: Tensor | None = None) -> Codes:
         """Sparse codes. Training mode applies the kind's rule over the batch (with gradients);
-        eval mode is batch-independent (TopK per token, JumpReLU thresholds for the batch rules)."""
+        eval mode is batch-independent (TopK per token, JumpReLU thresholds for the batch rules).
+        Rows flagged in `skip` (bool [batch]) get no features and take none of a batch rule's budget."""
         self.check_input(x)
         kind, k, d_sae = self.cfg.kind, self.cfg.k, self.cfg.d_sae
         x_c = x - self.b_dec  # [batch, d_in]
         with torch.no_grad():
             pre = x_c @ self.W_enc.T + self.b_enc  # [batch, d_sae]
+            if skip is not None:
+                pre[skip] = float("-inf")
             if kind == "topk":
                 rows, cols = select_topk(pre, k)
             elif kind == "relu" or not self.training:
@@ -266,6 +271,9 @@ class SAE(nn.Module):
                 rows, cols = select_mutual_choice(pre, k, gather)
             else:
                 rows, cols = select_feature_choice(pre, k, gather)
+            if skip is not None:
+                keep = ~skip[rows]
+                rows, cols = rows[keep], cols[keep]
             rows, cols = _sort_by_row(rows, cols, d_sae)
         values = torch.relu(_GatherPre.apply(pre, x_c, self.W_enc, self.b_enc, rows, cols))
         return Codes(rows, cols, values, x.shape[0], d_sae, pre)

@@ -63,8 +63,8 @@ class TrainConfig:
     """Weight of aux_zipf_loss: under-used features (by a Zipf target) reconstruct the error (Ayonrinde 2024)."""
     zipf_underuse: float = 0.1
     """aux_zipf: a feature is under-used when its density is below this share of its Zipf target."""
-    l1_coef: float = 1.0
-    """ReLU SAEs: initial L1 coefficient."""
+    l1_coef: float = 5.0
+    """ReLU SAEs: (initial) L1 coefficient, on activations in units of the data's standard deviation."""
     target_l0: float = 0.0
     """ReLU SAEs: steer the L1 coefficient so that the mean L0 settles here (0: keep l1_coef fixed)."""
     dense_density: float = 0.1
@@ -73,6 +73,10 @@ class TrainConfig:
     """Rate of the batch rules' inference-threshold moving average."""
     buffer_tokens: int = 262144
     """Tokens in the store's shuffling buffer."""
+    outlier_norm: float = 10.0
+    """Leave out activations whose norm exceeds this multiple of the median norm (0: keep all). SmolLM2's
+    residual has rare massive activations (about 1 token in 2,000, at position 1, 100x the median norm)
+    that would otherwise dominate the squared error."""
     stats_tokens: int = 65536
     """Tokens used once for b_dec (their mean) and the data variance that normalises the MSE."""
     log_every: int = 20
@@ -178,16 +182,16 @@ def train_sae(cfg: TrainConfig, run: Run | None, quiet: bool = False) -> tuple[S
 def build(cfg: TrainConfig, store, d: Dist | None = None) -> tuple[SAE, torch.optim.Optimizer, dict]:
     """A fresh SAE for this store (b_dec at the data mean), its Adam optimiser and the training state."""
     m = store.manifest
+    mean, variance, max_norm = _data_stats(store, cfg)
     sae_cfg = SAEConfig(d_in=store.d_in, d_sae=cfg.expansion * store.d_in, kind=cfg.kind, k=cfg.k,
-                        threshold_lr=cfg.threshold_lr, model_name=m["model"], hook_name=m["hook"])
+                        threshold_lr=cfg.threshold_lr, model_name=m["model"], hook_name=m["hook"], max_norm=max_norm)
     sae_cfg.check()
     sae = SAE(sae_cfg, seed=cfg.seed).to(cfg.device)
-    mean, variance = _data_stats(store, cfg)
     with torch.no_grad():
         sae.b_dec.copy_(mean.to(cfg.device))
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=6.25e-10)
     state = {"since_fired": torch.zeros(sae_cfg.d_sae, dtype=torch.long), "density": torch.zeros(sae_cfg.d_sae),
-             "l1_coef": torch.tensor(cfg.l1_coef), "variance": variance}
+             "l1_coef": torch.tensor(cfg.l1_coef), "variance": variance, "outliers": torch.tensor(0)}
     sae.train()
     return sae, opt, state
 
@@ -201,22 +205,28 @@ def train_step(sae: SAE, opt, x: Float[Tensor, "batch d_in"], cfg: TrainConfig, 
         for group in opt.param_groups:
             group["lr"] = lr
     variance = state["variance"]
-    codes = sae.encode(x, gather=d.gather_fn)
+    skip = x.norm(dim=1) > sae.cfg.max_norm if sae.cfg.max_norm else None  # outliers: no features, no loss
+    kept = x.shape[0] - (0 if skip is None else int(skip.sum()))
+    n_kept = d.sum(torch.tensor([float(kept)]))[0].item()  # over the global batch
+    scale = kept * d.world / max(n_kept, 1.0)  # rank means, averaged over ranks, = the global mean
+    codes = sae.encode(x, gather=d.gather_fn, skip=skip)
     x_hat = sae.decode(codes)
     err = (x - x_hat).pow(2).sum(-1)  # [batch]
-    loss, parts = err.mean() / variance, {}
-    if cfg.kind == "relu":
-        parts["l1"] = losses.l1_penalty(sae, codes)
+    if skip is not None:
+        err = err.masked_fill(skip, 0.0)
+    loss, parts = err.sum() / max(kept, 1) * scale / variance, {}
+    if cfg.kind == "relu":  # L1 in units of the data's standard deviation
+        parts["l1"] = losses.l1_penalty(sae, codes) * x.shape[0] / max(kept, 1) * scale / variance.sqrt()
         loss = loss + state["l1_coef"].item() * parts["l1"]
     dead = state["since_fired"] >= cfg.dead_tokens
     k_aux = cfg.k_aux or sae.cfg.d_in // 2
-    if cfg.aux_k_coef and cfg.kind != "relu":
-        parts["aux_k"] = losses.aux_reconstruction_loss(sae, x, x_hat, codes.pre, dead.to(x.device), k_aux, d.sum)
-        loss = loss + cfg.aux_k_coef * parts["aux_k"]
-    if cfg.aux_zipf_coef and cfg.kind != "relu":
-        under = state["density"] < cfg.zipf_underuse * losses.zipf_targets(state["density"], cfg.k)
-        parts["aux_zipf"] = losses.aux_reconstruction_loss(sae, x, x_hat, codes.pre, under.to(x.device), k_aux, d.sum)
-        loss = loss + cfg.aux_zipf_coef * parts["aux_zipf"]
+    ok = slice(None) if skip is None else ~skip
+    for name, coef, pool in (("aux_k", cfg.aux_k_coef, lambda: dead),
+                             ("aux_zipf", cfg.aux_zipf_coef,
+                              lambda: state["density"] < cfg.zipf_underuse * losses.zipf_targets(state["density"], cfg.k))):
+        if coef and cfg.kind != "relu":
+            parts[name] = losses.aux_reconstruction_loss(sae, x[ok], x_hat[ok], codes.pre[ok], pool().to(x.device), k_aux, d.sum) * scale
+            loss = loss + coef * parts[name]
     if not torch.isfinite(loss):
         raise InterpError(f"The SAE loss became {loss.item()}: lower the learning rate (now {cfg.lr}).")
     opt.zero_grad(set_to_none=True)
@@ -228,27 +238,34 @@ def train_step(sae: SAE, opt, x: Float[Tensor, "batch d_in"], cfg: TrainConfig, 
     sae.update_thresholds(codes, d.min if d.world > 1 else None)
     # Feature statistics over the global batch.
     fired = d.sum(torch.bincount(codes.cols[codes.values > 0], minlength=sae.cfg.d_sae).cpu())
-    state["since_fired"] += cfg.batch_size
+    state["outliers"] += int(cfg.batch_size - n_kept)  # left out so far
+    state["since_fired"] += int(n_kept)
     state["since_fired"][fired > 0] = 0
-    beta = min(1.0, cfg.batch_size / cfg.dead_tokens)
-    state["density"].mul_(1 - beta).add_(beta * fired.float() / cfg.batch_size)
+    beta = min(1.0, n_kept / cfg.dead_tokens)
+    state["density"].mul_(1 - beta).add_(beta * fired.float() / max(n_kept, 1.0))
     sums = d.sum(torch.stack([err.sum().detach(), (codes.values > 0).sum().float(), *(v.detach() for v in parts.values())]).cpu())
-    l0 = sums[1].item() / cfg.batch_size
+    l0 = sums[1].item() / max(n_kept, 1.0)
     if cfg.kind == "relu" and cfg.target_l0:  # multiplicative controller on the L1 coefficient
-        state["l1_coef"] *= math.exp(0.01 * math.tanh(math.log(max(l0, 1e-3) / cfg.target_l0)))
-    out = {"mse": sums[0].item() / cfg.batch_size, "fvu": sums[0].item() / cfg.batch_size / float(variance), "l0": l0,
+        state["l1_coef"] *= math.exp(0.1 * math.tanh(math.log(max(l0, 1e-3) / cfg.target_l0)))
+    out = {"mse": sums[0].item() / max(n_kept, 1.0), "fvu": sums[0].item() / max(n_kept, 1.0) / float(variance), "l0": l0,
            "dead": int(dead.sum()), "dense": int((state["density"] > cfg.dense_density).sum()),
+           "outliers": int(state["outliers"]),
            **{k: sums[2 + i].item() / d.world for i, k in enumerate(parts)}}
     if cfg.kind == "relu":
         out["l1_coef"] = state["l1_coef"].item()
     return out
 
 
-def _data_stats(store, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean activation (b_dec's start) and total variance Σ_d Var(x_d) over the store's first tokens."""
+def _data_stats(store, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Over the store's first tokens, outliers left out: the mean activation (b_dec's start), the total
+    variance Σ_d Var(x_d) and the outlier norm (0: none)."""
     x = store.read(0, min(cfg.stats_tokens, store.n_tokens)).double()  # [n, d_in]
+    norms = x.norm(dim=1)
+    max_norm = cfg.outlier_norm * norms.median().item() if cfg.outlier_norm else 0.0
+    if max_norm:
+        x = x[norms <= max_norm]
     mean = x.mean(0)
-    return mean.float(), (x - mean).pow(2).sum(-1).mean().float()
+    return mean.float(), (x - mean).pow(2).sum(-1).mean().float(), float(max_norm)
 
 
 def _resume(run: Run | None, sae: SAE, opt, stats: dict) -> int:

@@ -1,0 +1,177 @@
+"""TopK, Mutual Choice, Feature Choice and ReLU-L1 SAEs on the same SmolLM2 activations at equal mean L0.
+
+Paper: "Adaptive Sparse Allocation with Mutual Choice & Feature Choice Sparse Autoencoders"
+(Ayonrinde 2024). One activation store (`interp cache`, kept in $INTERP_CACHE/stores and reused) of
+SmolLM2-135M-Instruct's residual stream; its last `holdout` tokens are held out for the evaluations.
+Every SAE has the same width, k and optimiser; none uses an auxiliary loss, so dead features are the
+rules' own doing. ReLU-L1 steers its L1 coefficient to the same mean L0 (k). Two more runs show the
+auxiliary losses: TopK with aux_k and Feature Choice with aux_zipf (full mode).
+
+Claims (held-out tokens; the batch rules measured as trained, over batches of `batch_size`):
+1. Feature and Mutual Choice leave fewer dead features than TopK.
+2. At equal mean L0 their FVU is no worse than TopK's (within `fvu_margin`).
+3. Adaptive allocation: under TopK every token has exactly k features; under Mutual / Feature
+   Choice the count varies with the token (reported: quantiles and the histogram, plotted).
+Also reported: the batch-independent (threshold) inference's L0 and FVU, CE loss recovered and KL
+when each SAE is spliced into the model, and ReLU-L1's FVU at the same L0.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from interp import figures
+from interp.models import cache_root, load_model
+from interp.runs import Run, claim
+from interp.sae.evals import activation_metrics, splice_metrics
+from interp.sae.io import load_sae
+from interp.sae.train import TrainConfig, train_sae
+from interp.store import cache_activations
+
+PAPER = "Ayonrinde 2024"
+CLAIMS = [
+    "Feature and Mutual Choice leave fewer dead features than TopK (no auxiliary loss)",
+    "at equal mean L0, Feature and Mutual Choice reconstruct no worse than TopK (FVU)",
+    "adaptive allocation: TopK gives every token k features, Mutual / Feature Choice a varying number",
+]
+
+
+@dataclass
+class Config:
+    model: str = "smollm2-135m"
+    """Model whose activations the SAEs read."""
+    hook: str = "blocks.15.hook_resid_post"
+    """Hook the SAEs read."""
+    tokens: int = 262_144
+    """Activations in the store, the held-out ones included."""
+    holdout: int = 32768
+    """Tokens at the end of the store kept out of training, for the evaluations."""
+    expansion: int = 8
+    """d_sae = expansion × d_in."""
+    k: int = 32
+    """Mean active features per token, for every SAE."""
+    batch_size: int = 1024
+    """Tokens per training step (and per batch when the batch rules are evaluated as trained)."""
+    lr: float = 5e-4
+    """Adam learning rate."""
+    epochs: int = 2
+    """Passes over the training tokens."""
+    ce_sequences: int = 32
+    """Held-out sequences for CE loss recovered and KL."""
+    fvu_margin: float = 0.01
+    """Claim 2 holds when a batch rule's FVU is at most TopK's + this margin."""
+    check_quality: bool = True
+    """Check claims 1-2 (dead features, FVU); they need the full budget, so the quick mode only reports them."""
+    aux_runs: bool = True
+    """Also train TopK + aux_k and Feature Choice + aux_zipf."""
+    workers: int = 2
+    """SAEs trained in parallel, one torch thread each."""
+    seed: int = 0
+    """Seed of the SAEs and the data order (the store's corpus order is fixed)."""
+
+
+QUICK = {"tokens": 98_304, "holdout": 16384, "expansion": 4, "epochs": 1, "ce_sequences": 8, "check_quality": False,
+         "aux_runs": False}  # checks claim 3 and the whole pipeline; 80 steps are too few for claims 1-2
+
+VARIANTS = {
+    "topk": {"kind": "topk", "aux_k_coef": 0.0},
+    "mutual_choice": {"kind": "mutual_choice", "aux_k_coef": 0.0},
+    "feature_choice": {"kind": "feature_choice", "aux_k_coef": 0.0},
+    "relu_l1": {"kind": "relu", "aux_k_coef": 0.0},
+}
+AUX_VARIANTS = {
+    "topk_aux_k": {"kind": "topk", "aux_k_coef": 1 / 32},
+    "feature_choice_aux_zipf": {"kind": "feature_choice", "aux_k_coef": 0.0, "aux_zipf_coef": 1 / 32},
+}
+
+
+def store_path(cfg: Config) -> Path:
+    name = f"{cfg.model.replace('/', '_')}-{cfg.hook}-{cfg.tokens}"
+    return cache_root() / "stores" / name
+
+
+def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
+    t0 = time.time()
+    store = cache_activations(cfg.model, cfg.hook, cfg.tokens, store_path(cfg), quiet=quiet)
+    variants = {**VARIANTS, **(AUX_VARIANTS if cfg.aux_runs else {})}
+    train_tokens = (store.n_tokens - cfg.holdout) * cfg.epochs
+    jobs = {name: TrainConfig(store=str(store.dir), expansion=cfg.expansion, k=cfg.k, batch_size=cfg.batch_size,
+                              tokens=train_tokens, lr=cfg.lr, holdout=cfg.holdout, seed=cfg.seed, threads=1,
+                              target_l0=cfg.k if v["kind"] == "relu" else 0.0, dead_tokens=train_tokens,
+                              **{k: x for k, x in v.items()})
+            for name, v in variants.items()}
+    _train_all(jobs, run_dir, cfg.workers, quiet)
+    held = store.read(store.n_tokens - cfg.holdout, store.n_tokens)  # [holdout, d_in]
+    model = load_model(cfg.model, quiet=True)
+    seqs = torch.from_numpy(store.tokens()[-cfg.ce_sequences:]).long()  # the store's last sequences: held out
+    final = {}
+    for name in jobs:
+        sae = load_sae(run_dir.dir / name / "sae")
+        as_trained = activation_metrics(sae, held, cfg.batch_size, as_trained=True)
+        inference = activation_metrics(sae, held)
+        splice = splice_metrics(sae, model, seqs, cfg.hook, skip_first=not store.manifest["keep_first"])
+        final[name] = {"as_trained": as_trained, "inference": inference, "splice": splice,
+                       "train": run_dir_metrics(run_dir, name)}
+    claims = _claims(cfg, final)
+    _figures(run_dir, final)
+    return {"claims": claims, "final": final, "config": asdict(cfg), "store": str(store.dir),
+            "runtime_s": round(time.time() - t0, 1)}
+
+
+def _train_one(name: str, tcfg: TrainConfig, folder: str) -> str:
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    train_sae(tcfg, Run(Path(folder)), quiet=True)
+    return name
+
+
+def _train_all(jobs: dict[str, TrainConfig], run_dir: Run, workers: int, quiet: bool) -> None:
+    todo = {n: j for n, j in jobs.items() if not (run_dir.dir / n / "sae" / "cfg.json").exists()}
+    if workers > 1:
+        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(_train_one, n, j, str(run_dir.dir / n)) for n, j in todo.items()]
+            for f in cf.as_completed(futures):
+                if not quiet:
+                    print(f"  trained {f.result()}")
+    else:
+        for n, j in todo.items():
+            _train_one(n, j, str(run_dir.dir / n))
+
+
+def run_dir_metrics(run_dir: Run, name: str) -> dict:
+    rows = Run(run_dir.dir / name).metrics()
+    return rows[-1] if rows else {}
+
+
+def _claims(cfg: Config, final: dict) -> list[dict]:
+    dead = {n: final[n]["as_trained"]["dead_share"] for n in VARIANTS}
+    fvu = {n: final[n]["as_trained"]["fvu"] for n in VARIANTS}
+    l0 = {n: final[n]["as_trained"]["l0_quantiles"] for n in VARIANTS}
+    batch = ("mutual_choice", "feature_choice")
+    claims = [
+        claim("adaptive_allocation", PAPER, CLAIMS[2], l0, "TopK: 5%-95% = k; MC, FC: 5%-95% spread > 0",
+              l0["topk"][0.05] == l0["topk"][0.95] == cfg.k and all(l0[n][0.95] > l0[n][0.05] for n in batch)),
+    ]
+    if not cfg.check_quality:
+        return claims
+    return [
+        claim("fewer_dead_features", PAPER, CLAIMS[0], dead, "MC < TopK and FC < TopK",
+              all(dead[n] < dead["topk"] for n in batch)),
+        claim("fvu_no_worse", PAPER, CLAIMS[1], fvu, f"MC, FC ≤ TopK + {cfg.fvu_margin}",
+              all(fvu[n] <= fvu["topk"] + cfg.fvu_margin for n in batch), l0_mean={n: final[n]["as_trained"]["l0"] for n in VARIANTS}),
+        *claims,
+    ]
+
+
+def _figures(run_dir: Run, final: dict) -> None:
+    hist = {n: f["as_trained"]["l0_histogram"] for n, f in final.items() if n in VARIANTS and n != "relu_l1"}
+    width = max(len(h) for h in hist.values())
+    series = {n: [c / max(1, sum(h)) for c in h] + [0.0] * (width - len(h)) for n, h in hist.items()}
+    run_dir.save_figure("active_features_per_token", figures.lines(
+        series, "Active features per token (held-out tokens, rules as trained)", "active features", "share of tokens",
+        x=list(range(width)), mode="lines", log_y=False))

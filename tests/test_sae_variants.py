@@ -1,0 +1,28 @@
+"""`interp run sae_variants --quick`: the whole SAE pipeline on SmolLM2 (store, four SAEs, evals, SAELens
+files) and the allocation claim. Claims 1-2 need the full budget (README)."""
+
+import json
+from pathlib import Path
+
+from interp.cli import main
+
+
+def test_sae_variants_quick(capsys, runs_dir):
+    code = main(["run", "sae_variants", "--quick", "--quiet"])
+    run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    results = json.loads((run_dir / "results.json").read_text())
+    assert code == 0, results["claims"]
+    assert [c["name"] for c in results["claims"]] == ["adaptive_allocation"]
+    final = results["final"]
+    assert set(final) == {"topk", "mutual_choice", "feature_choice", "relu_l1"}
+    for name, f in final.items():
+        # every SAE reconstructs held-out activations and keeps most of the model's loss when spliced in
+        assert f["as_trained"]["fvu"] < 0.9 and f["splice"]["ce_recovered"] > 0.5, (name, f["as_trained"]["fvu"], f["splice"])
+        assert f["inference"]["outliers_excluded"] < 0.01 * f["inference"]["tokens"]
+    for name in ("topk", "mutual_choice", "feature_choice"):
+        assert abs(final[name]["as_trained"]["l0"] - 32) < 0.5
+    from sae_lens import SAE
+
+    lens = SAE.load_from_disk(str(run_dir / "feature_choice" / "sae"))
+    assert lens.cfg.architecture() == "jumprelu" and lens.cfg.metadata.hook_name == "blocks.15.hook_resid_post"
+    assert (run_dir / "figures" / "active_features_per_token.json").exists()
