@@ -259,7 +259,7 @@ class SAE(nn.Module):
         kind, k, d_sae = self.cfg.kind, self.cfg.k, self.cfg.d_sae
         x_c = x - self.b_dec  # [batch, d_in]
         with torch.no_grad():
-            pre = x_c @ self.W_enc.T + self.b_enc  # [batch, d_sae]
+            pre = torch.addmm(self.b_enc, x_c, self.W_enc.T)  # [batch, d_sae]
             if skip is not None:
                 pre[skip] = float("-inf")
             if kind == "topk":

@@ -206,6 +206,8 @@ def train_step(sae: SAE, opt, x: Float[Tensor, "batch d_in"], cfg: TrainConfig, 
             group["lr"] = lr
     variance = state["variance"]
     skip = x.norm(dim=1) > sae.cfg.max_norm if sae.cfg.max_norm else None  # outliers: no features, no loss
+    if skip is not None and not skip.any():
+        skip = None
     kept = x.shape[0] - (0 if skip is None else int(skip.sum()))
     n_kept = d.sum(torch.tensor([float(kept)]))[0].item()  # over the global batch
     scale = kept * d.world / max(n_kept, 1.0)  # rank means, averaged over ranks, = the global mean
@@ -225,7 +227,11 @@ def train_step(sae: SAE, opt, x: Float[Tensor, "batch d_in"], cfg: TrainConfig, 
                              ("aux_zipf", cfg.aux_zipf_coef,
                               lambda: state["density"] < cfg.zipf_underuse * losses.zipf_targets(state["density"], cfg.k))):
         if coef and cfg.kind != "relu":
-            parts[name] = losses.aux_reconstruction_loss(sae, x[ok], x_hat[ok], codes.pre[ok], pool().to(x.device), k_aux, d.sum) * scale
+            members = pool().to(x.device)
+            if d.sum(members.any().float()[None]).item() == 0:  # no rank has a pool: nothing to compute
+                parts[name] = x.new_zeros(())
+                continue
+            parts[name] = losses.aux_reconstruction_loss(sae, x[ok], x_hat[ok], codes.pre[ok], members, k_aux, d.sum) * scale
             loss = loss + coef * parts[name]
     if not torch.isfinite(loss):
         raise InterpError(f"The SAE loss became {loss.item()}: lower the learning rate (now {cfg.lr}).")
