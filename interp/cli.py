@@ -133,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
                        "Given an --out folder that holds an unfinished run of the same config, it resumes.")
     s.add_argument("--out", help="run folder (required under torchrun); resumes an unfinished run of the same config")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
     add_arguments(s, TrainConfig)
     s.set_defaults(func=cmd_sae_train)
     s = sae.add_parser("eval", help="evaluate an SAE folder on a store: FVU, L0, dead/dense, CE loss recovered, KL",
@@ -273,11 +274,15 @@ def cmd_sae_train(args) -> int:
     from interp.config import build
     from interp.fsutil import write_json
     from interp.runs import Run, new_run
+    from interp.sae.models import SAEConfig
     from interp.sae.train import TrainConfig, train_sae
+    from interp.store import open_store
 
-    cfg = build(TrainConfig, args)
+    cfg = build(TrainConfig, args, args.set)
     if not cfg.store:
         raise InterpError("`interp sae train` needs --store DIR: an activation store written by `interp cache`.")
+    d_in = open_store(cfg.store).d_in  # bad input fails here, before any run folder exists
+    SAEConfig(d_in=d_in, d_sae=cfg.expansion * d_in, kind=cfg.kind, k=cfg.k).check()
     config = {"experiment": "sae", **dataclasses.asdict(cfg)}
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     lead = int(os.environ.get("RANK", "0")) == 0
