@@ -44,9 +44,9 @@ def test_every_kind_learns_and_saves(store, tmp_path, kind):
     extra = {"target_l0": 4.0, "l1_coef": 0.05} if kind == "relu" else {}
     sae, last = train_sae(cfg(store, kind=kind, **extra), Run(tmp_path), quiet=True)
     rows = Run(tmp_path).metrics()
-    assert rows[0]["fvu"] > 2 * last["fvu"] and last["fvu"] < (0.5 if kind == "relu" else 0.35), (rows[0]["fvu"], last["fvu"])
-    if kind == "relu":  # the L1 controller pulls L0 down towards the target
-        assert rows[-1]["l0"] < rows[0]["l0"] and rows[-1]["l1_coef"] > rows[0]["l1_coef"]
+    assert rows[0]["fvu"] > 1.5 * last["fvu"] and last["fvu"] < 0.35, (rows[0]["fvu"], last["fvu"])
+    if kind == "relu":  # b_enc starts at the target density and the L1 controller keeps L0 near it
+        assert 2 < last["l0"] < 8, last["l0"]
     else:
         assert last["l0"] == pytest.approx(4)
     assert {"mse", "fvu", "l0", "dead", "dense", "tokens_per_s"} <= set(rows[-1])

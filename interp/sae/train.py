@@ -189,6 +189,12 @@ def build(cfg: TrainConfig, store, d: Dist | None = None) -> tuple[SAE, torch.op
     sae = SAE(sae_cfg, seed=cfg.seed).to(cfg.device)
     with torch.no_grad():
         sae.b_dec.copy_(mean.to(cfg.device))
+        if cfg.kind == "relu":  # start each feature at the target density: b_enc at its pre-activation quantile
+            x = store.read(0, min(4096, store.n_tokens)).to(cfg.device)  # [n, d_in]
+            pre = (x - sae.b_dec) @ sae.W_enc.T  # [n, d_sae]
+            density = min(1.0, (cfg.target_l0 or cfg.k) / sae_cfg.d_sae)
+            rank = max(1, min(pre.shape[0], round((1 - density) * pre.shape[0])))
+            sae.b_enc.copy_(-pre.kthvalue(rank, dim=0).values)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=6.25e-10)
     state = {"since_fired": torch.zeros(sae_cfg.d_sae, dtype=torch.long), "density": torch.zeros(sae_cfg.d_sae),
              "l1_coef": torch.tensor(cfg.l1_coef), "variance": variance, "outliers": torch.tensor(0)}
@@ -252,7 +258,7 @@ def train_step(sae: SAE, opt, x: Float[Tensor, "batch d_in"], cfg: TrainConfig, 
     sums = d.sum(torch.stack([err.sum().detach(), (codes.values > 0).sum().float(), *(v.detach() for v in parts.values())]).cpu())
     l0 = sums[1].item() / max(n_kept, 1.0)
     if cfg.kind == "relu" and cfg.target_l0:  # multiplicative controller on the L1 coefficient
-        state["l1_coef"] *= math.exp(0.1 * math.tanh(math.log(max(l0, 1e-3) / cfg.target_l0)))
+        state["l1_coef"] *= math.exp(0.02 * math.tanh(math.log(max(l0, 1e-3) / cfg.target_l0)))
     out = {"mse": sums[0].item() / max(n_kept, 1.0), "fvu": sums[0].item() / max(n_kept, 1.0) / float(variance), "l0": l0,
            "dead": int(dead.sum()), "dense": int((state["density"] > cfg.dense_density).sum()),
            "outliers": int(state["outliers"]),
