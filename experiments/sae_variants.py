@@ -107,7 +107,9 @@ def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
                               **{k: x for k, x in v.items()})
             for name, v in variants.items()}
     _train_all(jobs, run_dir, cfg.workers, quiet)
-    held = store.read(store.n_tokens - cfg.holdout, store.n_tokens)  # [holdout, d_in]
+    held = store.read(store.n_tokens - cfg.holdout, store.n_tokens)  # [holdout, d_in], in sequence order
+    # Shuffled like training batches: a batch rule over consecutive tokens of few sequences allocates differently.
+    held = held[torch.randperm(held.shape[0], generator=torch.Generator().manual_seed(cfg.seed))]
     model = load_model(cfg.model, quiet=True)
     seqs = torch.from_numpy(store.tokens()[-cfg.ce_sequences:]).long()  # the store's last sequences: held out
     final = {}
