@@ -16,9 +16,12 @@ def test_sae_variants_quick(capsys, runs_dir):
     final = results["final"]
     assert set(final) == {"topk", "mutual_choice", "feature_choice", "relu_l1"}
     for name, f in final.items():
-        # every SAE reconstructs held-out activations and keeps most of the model's loss when spliced in
-        assert f["as_trained"]["fvu"] < 0.9 and f["splice"]["ce_recovered"] > 0.5, (name, f["as_trained"]["fvu"], f["splice"])
         assert f["inference"]["outliers_excluded"] < 0.01 * f["inference"]["tokens"]
+        if name == "relu_l1":  # the weak baseline: reported, not held to a bar (README)
+            assert 0 < f["as_trained"]["fvu"] and 0 < f["splice"]["ce_recovered"] < 1
+            continue
+        # the k-sparse SAEs reconstruct held-out activations and keep most of the loss when spliced in
+        assert f["as_trained"]["fvu"] < 0.9 and f["splice"]["ce_recovered"] > 0.8, (name, f["as_trained"]["fvu"], f["splice"])
     for name in ("topk", "mutual_choice", "feature_choice"):
         assert abs(final[name]["as_trained"]["l0"] - 32) < 0.5
     from sae_lens import SAE

@@ -114,6 +114,12 @@ class Dist:
             dist.all_reduce(t, op=dist.ReduceOp.MIN)
         return t
 
+    def close(self) -> None:
+        """Wait for every rank, then tear the group down (gloo aborts a rank whose peer exits mid-connection)."""
+        if self.world > 1 and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
     def gather(self, t: torch.Tensor) -> torch.Tensor:
         parts = [torch.empty_like(t) for _ in range(self.world)]
         dist.all_gather(parts, t.contiguous())
@@ -174,6 +180,7 @@ def train_sae(cfg: TrainConfig, run: Run | None, quiet: bool = False) -> tuple[S
         if lead and run and (done == steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)):
             _checkpoint(run, done, sae, opt, state)
     sae.eval()
+    d.close()
     if lead and run:
         save_sae(sae, run.dir / "sae", extra={"store": str(store.dir), "steps": steps, "batch_size": cfg.batch_size})
     return sae, {"steps": steps, "d_sae": sae.cfg.d_sae, **row}
