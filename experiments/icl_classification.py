@@ -11,7 +11,7 @@ Main mode trains, two at a time in worker processes:
     sgd_K512          K = 512, bursty, plain SGD 0.05, 12,000 steps (claim 8; full mode only)
 `--sweep K|eps|alpha` runs one sweep instead (one sub-folder per point, one summary figure, claim 9).
 `--quick` trains 4,000 + 4 x 1,500 steps and checks claims 1-6.
-`--slow` runs the paper's own regime instead, SGD 0.01 for `slow_steps` steps (about 30 minutes), and
+`--slow true` runs the paper's own regime instead, SGD 0.01 for `slow_steps` steps (about 37 minutes), and
 measures abruptness: the share of the IC gain made within the steepest 10% of training. It is not in
 the test suite; the main mode reports the same measure for its Adam and SGD runs.
 """
