@@ -63,7 +63,7 @@ class TrainConfig:
     """Weight of aux_zipf_loss: under-used features (by a Zipf target) reconstruct the error (Ayonrinde 2024)."""
     zipf_underuse: float = 0.1
     """aux_zipf: a feature is under-used when its density is below this share of its Zipf target."""
-    l1_coef: float = 5.0
+    l1_coef: float = 0.3
     """ReLU SAEs: (initial) L1 coefficient, on activations in units of the data's standard deviation."""
     target_l0: float = 0.0
     """ReLU SAEs: steer the L1 coefficient so that the mean L0 settles here (0: keep l1_coef fixed)."""
