@@ -24,11 +24,6 @@ from torch import Tensor
 from interp.sae.models import SAE, Codes, _GatherPre, _sort_by_row, _SparseDecode
 
 
-def fvu(x: Float[Tensor, "batch d_in"], x_hat: Float[Tensor, "batch d_in"], variance: float | Tensor) -> Tensor:
-    """Squared error summed over dims, mean over tokens, over the data's total variance."""
-    return (x - x_hat).pow(2).sum(-1).mean() / variance
-
-
 def l1_penalty(sae: SAE, codes: Codes) -> Tensor:
     norms = sae.W_dec.norm(dim=1)
     return (codes.values * norms[codes.cols]).sum() / codes.n_tokens

@@ -83,11 +83,6 @@ class Codes:
     pre: Tensor | None = None
     """The dense pre-activations [batch, d_sae] (no gradient), kept for the auxiliary losses."""
 
-    def csr(self) -> Tensor:
-        crow = torch.zeros(self.n_tokens + 1, dtype=torch.long, device=self.rows.device)
-        crow[1:] = torch.bincount(self.rows, minlength=self.n_tokens).cumsum(0)
-        return torch.sparse_csr_tensor(crow, self.cols, self.values, (self.n_tokens, self.d_sae))
-
     def dense(self) -> Float[Tensor, "batch d_sae"]:
         z = torch.zeros(self.n_tokens, self.d_sae, dtype=self.values.dtype, device=self.values.device)
         z[self.rows, self.cols] = self.values
