@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.sae.models import SAE, Codes, _GatherPre, _sort_by_row, _SparseDecode
+from interp.sae.models import SAE, Codes, select_topk
 
 
 def l1_penalty(sae: SAE, codes: Codes) -> Tensor:
@@ -45,16 +45,10 @@ def aux_reconstruction_loss(sae: SAE, x: Tensor, x_hat: Tensor, pre: Tensor, poo
     n_pool = int(pool.sum().item())
     if n_pool == 0 or k_aux <= 0:
         return x.new_zeros(())
-    kk = min(k_aux, n_pool)
     with torch.no_grad():
-        masked = pre.masked_fill(~pool, float("-inf"))
-        idx = masked.topk(kk, dim=1, sorted=False).indices  # [batch, kk]
-        rows = torch.arange(x.shape[0], device=x.device).repeat_interleave(kk)
-        rows, cols = _sort_by_row(rows, idx.flatten(), sae.cfg.d_sae)
-    x_c = x - sae.b_dec
-    values = torch.relu(_GatherPre.apply(pre, x_c, sae.W_enc, sae.b_enc, rows, cols))
+        rows, cols = select_topk(pre.masked_fill(~pool, float("-inf")), min(k_aux, n_pool))
     err = (x - x_hat).detach()
-    err_hat = _SparseDecode.apply(values, sae.W_dec, rows, cols, x.shape[0])
+    err_hat = sae.decode(sae.codes_at(x, pre, rows, cols), bias=False)
     num = (err - err_hat).pow(2).sum()
     # The error's variance over the global batch (all ranks under data parallelism); a constant here.
     sums = torch.cat([err.pow(2).sum()[None], err.new_tensor([float(x.shape[0])]), err.sum(0)])

@@ -251,10 +251,9 @@ class SAE(nn.Module):
         eval mode is batch-independent (TopK per token, JumpReLU thresholds for the batch rules).
         Rows flagged in `skip` (bool [batch]) get no features and take none of a batch rule's budget."""
         self.check_input(x)
-        kind, k, d_sae = self.cfg.kind, self.cfg.k, self.cfg.d_sae
-        x_c = x - self.b_dec  # [batch, d_in]
+        kind, k = self.cfg.kind, self.cfg.k
         with torch.no_grad():
-            pre = torch.addmm(self.b_enc, x_c, self.W_enc.T)  # [batch, d_sae]
+            pre = torch.addmm(self.b_enc, x - self.b_dec, self.W_enc.T)  # [batch, d_sae]
             if skip is not None:
                 pre[skip] = float("-inf")
             if kind == "topk":
@@ -269,12 +268,18 @@ class SAE(nn.Module):
             if skip is not None:
                 keep = ~skip[rows]
                 rows, cols = rows[keep], cols[keep]
-            rows, cols = _sort_by_row(rows, cols, d_sae)
-        values = torch.relu(_GatherPre.apply(pre, x_c, self.W_enc, self.b_enc, rows, cols))
-        return Codes(rows, cols, values, x.shape[0], d_sae, pre)
+        return self.codes_at(x, pre, rows, cols)
 
-    def decode(self, codes: Codes) -> Float[Tensor, "batch d_in"]:
-        return _SparseDecode.apply(codes.values, self.W_dec, codes.rows, codes.cols, codes.n_tokens) + self.b_dec
+    def codes_at(self, x: Float[Tensor, "batch d_in"], pre: Float[Tensor, "batch d_sae"], rows: Tensor, cols: Tensor) -> Codes:
+        """Codes for chosen (token, feature) pairs: ReLU(pre) there, with gradients to the encoder."""
+        with torch.no_grad():
+            rows, cols = _sort_by_row(rows, cols, self.cfg.d_sae)
+        values = torch.relu(_GatherPre.apply(pre, x - self.b_dec, self.W_enc, self.b_enc, rows, cols))
+        return Codes(rows, cols, values, x.shape[0], self.cfg.d_sae, pre)
+
+    def decode(self, codes: Codes, bias: bool = True) -> Float[Tensor, "batch d_in"]:
+        out = _SparseDecode.apply(codes.values, self.W_dec, codes.rows, codes.cols, codes.n_tokens)
+        return out + self.b_dec if bias else out
 
     def forward(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_in"]:
         return self.decode(self.encode(x))
