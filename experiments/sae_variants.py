@@ -112,14 +112,11 @@ def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
     held = held[torch.randperm(held.shape[0], generator=torch.Generator().manual_seed(cfg.seed))]
     model = load_model(cfg.model, quiet=True)
     seqs = torch.from_numpy(store.tokens()[-cfg.ce_sequences:]).long()  # the store's last sequences: held out
-    final = {}
-    for name in jobs:
-        sae = load_sae(run_dir.dir / name / "sae")
-        as_trained = activation_metrics(sae, held, cfg.batch_size, as_trained=True)
-        inference = activation_metrics(sae, held)
-        splice = splice_metrics(sae, model, seqs, cfg.hook, skip_first=not store.manifest["keep_first"])
-        final[name] = {"as_trained": as_trained, "inference": inference, "splice": splice,
-                       "train": run_dir_metrics(run_dir, name)}
+    saes = {name: load_sae(run_dir.dir / name / "sae") for name in jobs}
+    splice = splice_metrics(saes, model, seqs, cfg.hook, skip_first=not store.manifest["keep_first"])
+    final = {name: {"as_trained": activation_metrics(sae, held, cfg.batch_size, as_trained=True),
+                    "inference": activation_metrics(sae, held), "splice": splice[name],
+                    "train": _last_metrics(run_dir, name)} for name, sae in saes.items()}
     claims = _claims(cfg, final)
     _figures(run_dir, final)
     return {"claims": claims, "final": final, "config": asdict(cfg), "store": str(store.dir),
@@ -145,7 +142,7 @@ def _train_all(jobs: dict[str, TrainConfig], run_dir: Run, workers: int, quiet: 
             _train_one(n, j, str(run_dir.dir / n))
 
 
-def run_dir_metrics(run_dir: Run, name: str) -> dict:
+def _last_metrics(run_dir: Run, name: str) -> dict:
     rows = Run(run_dir.dir / name).metrics()
     return rows[-1] if rows else {}
 

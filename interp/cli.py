@@ -326,7 +326,7 @@ def cmd_sae_eval(args) -> int:
     if args.sequences and tokens is not None and not store.manifest["model"].startswith("synthetic"):
         model = load_model(store.manifest["model"], quiet=True)
         seqs = torch.from_numpy(tokens[-args.sequences:]).long()
-        out.update(splice_metrics(sae, model, seqs, store.manifest["hook"], skip_first=not store.manifest["keep_first"]))
+        out.update(splice_metrics({"sae": sae}, model, seqs, store.manifest["hook"], skip_first=not store.manifest["keep_first"])["sae"])
     print(json.dumps(out, default=float))
     return 0
 

@@ -54,46 +54,55 @@ def activation_metrics(sae: SAE, x: Float[Tensor, "n d_in"], batch_size: int = 4
 
 
 @torch.no_grad()
-def splice_metrics(sae: SAE, model, tokens: Tensor, hook: str, skip_first: bool = True, batch_size: int = 8) -> dict:
-    """CE loss recovered and KL when the SAE's reconstruction replaces the activation at `hook`."""
-    sae.eval()
+def splice_metrics(saes: dict[str, SAE], model, tokens: Tensor, hook: str, skip_first: bool = True, batch_size: int = 8) -> dict[str, dict]:
+    """CE loss recovered and KL for each SAE whose reconstruction replaces the activation at `hook`.
+    The clean and zero-ablated passes run once per batch, shared by all the SAEs."""
     start = 1 if skip_first else 0
 
-    def splice(act: Tensor) -> Tensor:  # [batch, pos, d_in]
-        out = act.clone()
-        flat = act[:, start:].reshape(-1, act.shape[-1]).float()  # [batch * pos, d_in]
-        rec = sae.decode(sae.encode(flat))
-        if sae.cfg.max_norm:  # outliers pass through, as the store's left-out positions do
-            rec = torch.where((flat.norm(dim=1) > sae.cfg.max_norm)[:, None], flat, rec)
-        out[:, start:] = rec.reshape(act[:, start:].shape).to(act.dtype)
-        return out
+    def splice(sae: SAE):
+        def patch(act: Tensor) -> Tensor:  # [batch, pos, d_in]
+            out = act.clone()
+            flat = act[:, start:].reshape(-1, act.shape[-1]).float()  # [batch * pos, d_in]
+            rec = sae.decode(sae.encode(flat))
+            if sae.cfg.max_norm:  # outliers pass through, as the store's left-out positions do
+                rec = torch.where((flat.norm(dim=1) > sae.cfg.max_norm)[:, None], flat, rec)
+            out[:, start:] = rec.reshape(act[:, start:].shape).to(act.dtype)
+            return out
+        return patch
 
     def zero(act: Tensor) -> Tensor:
         out = act.clone()
         out[:, start:] = 0
         return out
 
-    totals = {"ce_clean": 0.0, "ce_sae": 0.0, "ce_zero": 0.0, "kl_sae": 0.0, "kl_zero": 0.0}
+    for sae in saes.values():
+        sae.eval()
+    base = {"ce_clean": 0.0, "ce_zero": 0.0, "kl_zero": 0.0}
+    each = {name: {"ce_sae": 0.0, "kl_sae": 0.0} for name in saes}
     n = 0
     for s in range(0, tokens.shape[0], batch_size):
         tb = tokens[s : s + batch_size]
-        clean = run_hooks(model, tb)[0]
-        spliced = run_hooks(model, tb, patch={hook: splice})[0]
-        zeroed = run_hooks(model, tb, patch={hook: zero})[0]
         w = tb.shape[0]
-        totals["ce_clean"] += next_token_loss(clean, tb).item() * w
-        totals["ce_sae"] += next_token_loss(spliced, tb).item() * w
-        totals["ce_zero"] += next_token_loss(zeroed, tb).item() * w
-        totals["kl_sae"] += _kl(clean, spliced).item() * w
-        totals["kl_zero"] += _kl(clean, zeroed).item() * w
+        clean = run_hooks(model, tb)[0]
+        zeroed = run_hooks(model, tb, patch={hook: zero})[0]
+        base["ce_clean"] += next_token_loss(clean, tb).item() * w
+        base["ce_zero"] += next_token_loss(zeroed, tb).item() * w
+        base["kl_zero"] += _kl(clean, zeroed).item() * w
+        for name, sae in saes.items():
+            spliced = run_hooks(model, tb, patch={hook: splice(sae)})[0]
+            each[name]["ce_sae"] += next_token_loss(spliced, tb).item() * w
+            each[name]["kl_sae"] += _kl(clean, spliced).item() * w
         n += w
-    out = {k: v / n for k, v in totals.items()}
-    gap = out["ce_zero"] - out["ce_clean"]
+    base = {k: v / n for k, v in base.items()}
+    gap = base["ce_zero"] - base["ce_clean"]
     if gap <= 0:
-        raise InterpError(f"Zero-ablating {hook} does not raise the CE loss ({out['ce_zero']:.3f} vs {out['ce_clean']:.3f}), "
+        raise InterpError(f"Zero-ablating {hook} does not raise the CE loss ({base['ce_zero']:.3f} vs {base['ce_clean']:.3f}), "
                           "so CE loss recovered is undefined there. Evaluate a hook the model depends on.")
-    out["ce_recovered"] = (out["ce_zero"] - out["ce_sae"]) / gap
-    out["sequences"] = n
+    out = {}
+    for name, sums in each.items():
+        r = {**base, **{k: v / n for k, v in sums.items()}, "sequences": n}
+        r["ce_recovered"] = (r["ce_zero"] - r["ce_sae"]) / gap
+        out[name] = r
     return out
 
 
