@@ -39,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
             _add_experiment_options(parser._run_parser, _experiment(argv[1]))
         except InterpError as e:
             return _fail(e)
+    if argv[:2] == ["sae", "train"]:  # its options come from TrainConfig, whose module imports torch: only when needed
+        from interp.config import add_arguments
+        from interp.sae.train import TrainConfig
+
+        add_arguments(parser._sae_train_parser, TrainConfig)
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()
@@ -123,9 +128,6 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_cache)
 
-    from interp.config import add_arguments
-    from interp.sae.train import TrainConfig
-
     sae = sub.add_parser("sae", help="train and evaluate sparse autoencoders on an activation store").add_subparsers(metavar="SAE_COMMAND")
     s = sae.add_parser("train", help="train an SAE (run with torchrun --nproc_per_node=N -m interp.cli for data parallel)",
                        description="Train an SAE on an activation store. The run folder (default: a new runs/sae/<id>) gets "
@@ -134,8 +136,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="run folder (required under torchrun); resumes an unfinished run of the same config")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
-    add_arguments(s, TrainConfig)
     s.set_defaults(func=cmd_sae_train)
+    p._sae_train_parser = s
     s = sae.add_parser("eval", help="evaluate an SAE folder on a store: FVU, L0, dead/dense, CE loss recovered, KL",
                        description="Evaluate an SAE (a SAELens-format folder) on the last --tokens activations of a store, "
                        "and, for stores of real models, splice it into the model on the store's last --sequences "
