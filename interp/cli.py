@@ -134,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
                        "config.json, metrics.jsonl, checkpoint.pt and, at the end, sae/ in SAELens's format and results.json. "
                        "Given an --out folder that holds an unfinished run of the same config, it resumes.")
     s.add_argument("--out", help="run folder (required under torchrun); resumes an unfinished run of the same config")
+    s.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run from its own config")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
     s.set_defaults(func=cmd_sae_train)
@@ -249,11 +250,12 @@ def cmd_runs(args) -> int:
         if r.complete:
             try:
                 claims = r.results().get("claims", [])
-                status = f"complete  {sum(c['passed'] for c in claims)}/{len(claims)} claims passed"
+                status = f"complete  {sum(c['passed'] for c in claims)}/{len(claims)} claims passed" if claims else "complete"
             except InterpError:
                 status = "unreadable results.json"
         else:
-            status = f"interrupted  (resume: interp run {r.experiment} --resume {r.dir})"
+            again = "interp sae train" if r.experiment == "sae" else f"interp run {r.experiment}"
+            status = f"interrupted  (resume: {again} --resume {r.dir})"
         print(f"{r.experiment:<20} {r.dir.name:<20} {status}")
     return 0
 
@@ -280,7 +282,14 @@ def cmd_sae_train(args) -> int:
     from interp.sae.train import TrainConfig, train_sae
     from interp.store import open_store
 
-    cfg = build(TrainConfig, args, args.set)
+    if args.resume:  # the interrupted run's own config, and its folder
+        stored = json.loads((Path(args.resume) / "config.json").read_text()) if (Path(args.resume) / "config.json").exists() else None
+        if stored is None or stored.get("experiment") != "sae":
+            raise InterpError(f"{args.resume} is not an `interp sae train` run folder (no config.json of experiment 'sae').")
+        cfg = build(TrainConfig, None, base={k: v for k, v in stored.items() if k != "experiment"})
+        args.out = args.resume
+    else:
+        cfg = build(TrainConfig, args, args.set)
     if not cfg.store:
         raise InterpError("`interp sae train` needs --store DIR: an activation store written by `interp cache`.")
     d_in = open_store(cfg.store).d_in  # bad input fails here, before any run folder exists

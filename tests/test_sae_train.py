@@ -143,6 +143,8 @@ def test_cli_train_and_eval(store, tmp_path, capsys):
                  "--tokens", "2560", "--holdout", "2048", "--buffer-tokens", "4096", "--stats-tokens", "4096", "--quiet",
                  "--out", str(out)]) == 0
     assert (out / "sae" / "cfg.json").exists() and (out / "results.json").exists()
+    assert main(["sae", "train", "--resume", str(out), "--quiet"]) == 0  # its own config; already finished
+    capsys.readouterr()
     assert main(["sae", "eval", str(out / "sae"), "--store", str(store), "--tokens", "2048"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert 0 < res["fvu"] < 1 and res["l0"] == pytest.approx(4)

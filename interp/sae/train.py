@@ -160,7 +160,7 @@ def train_sae(cfg: TrainConfig, run: Run | None, quiet: bool = False) -> tuple[S
     start = _resume(run, sae, opt, state)
     batches = store.batches(cfg.batch_size, buffer_tokens=min(cfg.buffer_tokens, n_train), seed=cfg.seed, epochs=None,
                             rank=d.rank, world_size=d.world, drop_last=True, rows=(0, n_train))
-    for _ in range(start):  # a resumed run sees the batches it would have seen (the order is seeded)
+    for _ in range(start if start < steps else 0):  # a resumed run sees the batches it would have seen (seeded order)
         next(batches)
     lead = d.rank == 0
     if lead and run:
