@@ -189,7 +189,8 @@ def train_sae(cfg: TrainConfig, run: Run | None, quiet: bool = False) -> tuple[S
 def build(cfg: TrainConfig, store, d: Dist | None = None) -> tuple[SAE, torch.optim.Optimizer, dict]:
     """A fresh SAE for this store (b_dec at the data mean), its Adam optimiser and the training state."""
     m = store.manifest
-    mean, variance, max_norm = _data_stats(store, cfg)
+    sample = store.read(0, min(cfg.stats_tokens, store.n_tokens))  # [n, d_in], read once
+    mean, variance, max_norm = _data_stats(sample, cfg)
     sae_cfg = SAEConfig(d_in=store.d_in, d_sae=cfg.expansion * store.d_in, kind=cfg.kind, k=cfg.k,
                         threshold_lr=cfg.threshold_lr, model_name=m["model"], hook_name=m["hook"], max_norm=max_norm)
     sae_cfg.check()
@@ -197,7 +198,7 @@ def build(cfg: TrainConfig, store, d: Dist | None = None) -> tuple[SAE, torch.op
     with torch.no_grad():
         sae.b_dec.copy_(mean.to(cfg.device))
         if cfg.kind == "relu":  # start each feature at the target density: b_enc at its pre-activation quantile
-            x = store.read(0, min(4096, store.n_tokens)).to(cfg.device)  # [n, d_in]
+            x = sample[:4096].to(cfg.device)  # [n, d_in]
             pre = (x - sae.b_dec) @ sae.W_enc.T  # [n, d_sae]
             density = min(1.0, (cfg.target_l0 or cfg.k) / sae_cfg.d_sae)
             rank = max(1, min(pre.shape[0], round((1 - density) * pre.shape[0])))
@@ -275,10 +276,10 @@ def train_step(sae: SAE, opt, x: Float[Tensor, "batch d_in"], cfg: TrainConfig, 
     return out
 
 
-def _data_stats(store, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, float]:
+def _data_stats(sample: Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Over the store's first tokens, outliers left out: the mean activation (b_dec's start), the total
     variance Σ_d Var(x_d) and the outlier norm (0: none)."""
-    x = store.read(0, min(cfg.stats_tokens, store.n_tokens)).double()  # [n, d_in]
+    x = sample.double()  # [n, d_in]
     norms = x.norm(dim=1)
     max_norm = cfg.outlier_norm * norms.median().item() if cfg.outlier_norm else 0.0
     if max_norm:
