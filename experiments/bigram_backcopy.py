@@ -19,8 +19,6 @@ Each model is a checkpoint folder `<run>/<variant>/model` that `load_model` open
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing as mp
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +27,7 @@ import torch
 
 from interp import InterpError, figures
 from interp.models import save_toy, toy_model
-from interp.runs import Run, claim
+from interp.runs import Run, claim, in_workers
 from toy_tasks import bigram_backcopy as bb
 from toy_tasks.trainer import TrainConfig, lm_loss, train
 
@@ -138,17 +136,7 @@ def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
     task = make_task(cfg)
     variants = [v for v in VARIANTS if cfg.deep or not v.endswith("_3l")]
     order = sorted(variants, key=lambda v: -VARIANTS[v][0])  # start the long runs first
-    out: dict[str, dict] = {}
-    if cfg.workers > 1:
-        with cf.ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn")) as pool:
-            jobs = {pool.submit(train_variant, cfg, v, str(run_dir.dir / v)): v for v in order}
-            for job in cf.as_completed(jobs):
-                out[jobs[job]] = job.result()
-                if not quiet:
-                    print(f"  trained {jobs[job]}")
-    else:
-        for v in order:
-            out[v] = train_variant(cfg, v, str(run_dir.dir / v), quiet)
+    out = in_workers(train_variant, {v: (cfg, v, str(run_dir.dir / v), quiet or cfg.workers > 1) for v in order}, cfg.workers, quiet)
     claims = _claims(out, cfg)
     _figures(run_dir, out)
     return {

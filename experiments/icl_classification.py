@@ -18,8 +18,6 @@ the test suite; the main mode reports the same measure for its Adam and SGD runs
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing as mp
 import statistics
 import time
 from dataclasses import asdict, dataclass, replace
@@ -29,7 +27,7 @@ import torch
 from scipy.stats import spearmanr
 
 from interp import InterpError, figures
-from interp.runs import Run, claim
+from interp.runs import Run, claim, in_workers
 from toy_tasks import icl_classification as ic
 from toy_tasks.trainer import TrainConfig, train
 
@@ -207,18 +205,7 @@ def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
 
 def _train_all(cfg: Config, jobs: list[Job], run_dir: Run, quiet: bool) -> dict[str, dict]:
     jobs = sorted(jobs, key=lambda j: -j.steps)  # longest first
-    out = {}
-    if cfg.workers > 1:
-        with cf.ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(train_job, cfg, j, str(run_dir.dir / j.name)): j.name for j in jobs}
-            for f in cf.as_completed(futures):
-                out[futures[f]] = f.result()
-                if not quiet:
-                    print(f"  trained {futures[f]}")
-    else:
-        for j in jobs:
-            out[j.name] = train_job(cfg, j, str(run_dir.dir / j.name))
-    return out
+    return in_workers(train_job, {j.name: (cfg, j, str(run_dir.dir / j.name)) for j in jobs}, cfg.workers, quiet)
 
 
 def _series(history: list[dict], key: str) -> list[float]:

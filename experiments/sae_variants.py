@@ -18,8 +18,6 @@ when each SAE is spliced into the model, and ReLU-L1's FVU at the same L0.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing as mp
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +26,7 @@ import torch
 
 from interp import figures
 from interp.models import cache_root, load_model
-from interp.runs import Run, claim
+from interp.runs import Run, claim, in_workers
 from interp.sae.evals import activation_metrics, splice_metrics
 from interp.sae.io import load_sae
 from interp.sae.train import TrainConfig, train_sae
@@ -131,15 +129,7 @@ def _train_one(name: str, tcfg: TrainConfig, folder: str) -> str:
 
 def _train_all(jobs: dict[str, TrainConfig], run_dir: Run, workers: int, quiet: bool) -> None:
     todo = {n: j for n, j in jobs.items() if not (run_dir.dir / n / "sae" / "cfg.json").exists()}
-    if workers > 1:
-        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(_train_one, n, j, str(run_dir.dir / n)) for n, j in todo.items()]
-            for f in cf.as_completed(futures):
-                if not quiet:
-                    print(f"  trained {f.result()}")
-    else:
-        for n, j in todo.items():
-            _train_one(n, j, str(run_dir.dir / n))
+    in_workers(_train_one, {n: (n, j, str(run_dir.dir / n)) for n, j in todo.items()}, workers, quiet)
 
 
 def _last_metrics(run_dir: Run, name: str) -> dict:

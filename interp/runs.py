@@ -13,8 +13,10 @@ still going); `interp run NAME --resume PATH` starts it again from its own confi
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import json
 import math
+import multiprocessing as mp
 import os
 import time
 from dataclasses import dataclass
@@ -170,3 +172,18 @@ def _finite(x):
     if hasattr(x, "tolist"):
         return _finite(x.tolist())
     return x
+
+
+def in_workers(fn, jobs: dict[str, tuple], workers: int, quiet: bool = True) -> dict:
+    """`fn(*args)` for each named job, in `workers` spawned processes (in order, when workers ≤ 1);
+    results by name. Experiments train their models side by side with it, one torch thread each."""
+    if workers <= 1:
+        return {name: fn(*args) for name, args in jobs.items()}
+    out = {}
+    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(fn, *args): name for name, args in jobs.items()}
+        for f in cf.as_completed(futures):
+            out[futures[f]] = f.result()
+            if not quiet:
+                print(f"  trained {futures[f]}")
+    return {name: out[name] for name in jobs}
