@@ -114,3 +114,41 @@ def head_activity(
     delta = head_ablation_deltas(model, tokens, heads, backend=backend, batch_size=batch_size, quiet=quiet)
     dormant = classify_heads(alpha0, delta, sink_threshold, loss_threshold) & ~delta.isnan()
     return {"alpha0": alpha0, "delta_loss": delta, "dormant": dormant}
+
+
+def _xlogx(p: Tensor) -> Tensor:
+    return torch.where(p > 0, p * p.clamp_min(1e-30).log(), torch.zeros((), dtype=p.dtype))
+
+
+def attention_entropies(pattern: Float[Tensor, "... q k"]) -> dict[str, Float[Tensor, "..."]]:
+    """Entropies of a causal attention pattern, each normalised to [0, 1] by its maximum:
+
+    - "row":  each query's distribution over the keys it sees, H / log(q+1), mean over queries q ≥ 1;
+    - "col":  each key's received attention as a distribution over the queries that see it,
+              H / log(T−k), mean over keys k ≤ T−2 weighted by the attention the key receives;
+    - "mass": the received attention as a distribution over keys, H / log T.
+
+    A dormant (sink) head has row ≈ 0 and col ≈ 1: every query looks at one key, and that key is
+    looked at by every query alike. A previous-token head also has row ≈ 0, but col ≈ 0."""
+    from interp import InterpError
+
+    T = pattern.shape[-1]
+    if T < 2:
+        raise InterpError(f"Attention entropies need at least 2 positions, got a pattern over {T}.")
+    p = pattern * torch.ones(T, T, dtype=torch.bool, device=pattern.device).tril()  # [..., q, k]
+    log_n = torch.arange(1, T + 1, device=p.device, dtype=p.dtype).log()  # log(number of keys seen by q)
+    row = (-_xlogx(p).sum(-1)[..., 1:] / log_n[1:]).mean(-1)
+    received = p.sum(-2)  # [..., k]
+    share = p / received.unsqueeze(-2).clamp_min(1e-30)  # each column over its queries
+    col_k = -_xlogx(share).sum(-2)[..., :-1] / log_n.flip(0)[:-1]  # keys 0..T−2 see T−k queries
+    weight = received[..., :-1]
+    col = (col_k * weight).sum(-1) / weight.sum(-1).clamp_min(1e-30)
+    mass = -_xlogx(received / received.sum(-1, keepdim=True)).sum(-1) / log_n[-1]
+    return {"row": row, "col": col, "mass": mass}
+
+
+def dormant_by_entropy(row: Float[Tensor, "..."], col: Float[Tensor, "..."], row_max: float = 0.3,
+                       col_min: float = 0.7) -> Bool[Tensor, "..."]:
+    """Heads flagged dormant from their pattern alone: low row entropy (each query attends to few keys)
+    and high column entropy (the keys attended to are attended by all queries alike)."""
+    return (row <= row_max) & (col >= col_min)

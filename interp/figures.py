@@ -70,3 +70,37 @@ def line_panels(panels: dict[str, dict[str, tuple[Sequence, Sequence, Sequence |
     fig.update_yaxes(title_text=ylabel, row=1, col=1)
     fig.update_layout(title=title, **_LAYOUT)
     return fig
+
+
+def density_histogram(density, title: str = "Feature density (log₁₀ share of tokens a feature fires on)") -> go.Figure:
+    """Histogram of log10 feature densities; features that never fire are counted in the title."""
+    import numpy as np
+
+    d = np.asarray(density, dtype=float)
+    fig = go.Figure(go.Histogram(x=np.log10(d[d > 0]).tolist(), nbinsx=50))
+    fig.update_layout(title=f"{title}; {int((d == 0).sum())} never fire", xaxis_title="log₁₀ density",
+                      yaxis_title="features", **_LAYOUT)
+    return fig
+
+
+def bars(groups: dict[str, tuple[Sequence, Sequence, Sequence | None]], title: str, xlabel: str, ylabel: str) -> go.Figure:
+    """Grouped bars with optional error bars: {series: (x labels, heights, errors)}."""
+    fig = go.Figure()
+    for name, (x, y, err) in groups.items():
+        fig.add_trace(go.Bar(x=_list(x), y=_list(y), name=name,
+                             error_y=dict(type="data", array=_list(err)) if err is not None else None))
+    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, barmode="group", **_LAYOUT)
+    return fig
+
+
+def entropy_scatter(row, col, alpha0, labels: Sequence[str], row_max: float, col_min: float, title: str) -> go.Figure:
+    """Heads as points (row entropy, column entropy) coloured by α₀, with the dormant detector's
+    region (row ≤ row_max, col ≥ col_min) marked by its two threshold lines."""
+    fig = go.Figure(go.Scatter(x=_list(row), y=_list(col), mode="markers", text=list(labels),
+                               marker=dict(color=_list(alpha0), colorscale="Viridis", cmin=0, cmax=1,
+                                           colorbar=dict(title="α₀")),
+                               hovertemplate="%{text}<br>row %{x:.2f}, col %{y:.2f}<extra></extra>"))
+    fig.add_vline(x=row_max, line_dash="dash")
+    fig.add_hline(y=col_min, line_dash="dash")
+    fig.update_layout(title=title, xaxis_title="row entropy (normalised)", yaxis_title="column entropy (normalised)", **_LAYOUT)
+    return fig

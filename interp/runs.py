@@ -139,14 +139,14 @@ def format_claims(claims: list[dict]) -> str:
     """The claims table the CLI prints."""
     rows = [("", "claim", "value", "threshold")]
     for c in claims:
-        rows.append(("PASS" if c["passed"] else "FAIL", c["name"], _fmt(c["value"]), str(c["threshold"])))
+        rows.append(("PASS" if c["passed"] else "FAIL", c["name"], format_value(c["value"]), str(c["threshold"])))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
-def _fmt(v) -> str:
+def format_value(v) -> str:
     """Numbers to 4 significant digits, also inside the dicts and lists some claims report."""
     if isinstance(v, bool) or v is None:
         return str(v)
@@ -155,9 +155,9 @@ def _fmt(v) -> str:
     if isinstance(v, float) or hasattr(v, "item"):  # numpy / torch scalars too
         return f"{float(v):.4g}"
     if isinstance(v, dict):
-        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items())
+        return ", ".join(f"{k}={format_value(x)}" for k, x in v.items())
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+        return "[" + ", ".join(format_value(x) for x in v) + "]"
     return str(v)
 
 

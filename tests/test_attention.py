@@ -105,3 +105,44 @@ def test_alpha_on_a_real_softmax_pattern_sums_consistently():
     # Sum over keys of α_k · (T − k) equals the number of queries (each row sums to 1).
     weighted = (a * torch.arange(8, 0, -1)).sum(-1)
     assert torch.allclose(weighted, torch.full((2, 3), 8.0))
+
+
+def _H(ps):
+    """Entropy (nats) of a list of probabilities."""
+    return -sum(p * math.log(p) for p in ps if p > 0)
+
+
+SINK = causal([[1.0], [1.0, 0], [1.0, 0, 0], [1.0, 0, 0, 0]])
+PREV = causal([[1.0], [1.0, 0], [0, 1.0, 0], [0, 0, 1.0, 0]])
+UNIFORM = causal([[1.0], [1 / 2] * 2, [1 / 3] * 3, [1 / 4] * 4])
+
+
+def test_attention_entropies_of_a_sink_a_previous_token_and_a_uniform_head():
+    e = attention.attention_entropies(torch.stack([SINK, PREV, UNIFORM]))  # [3] each
+    # Sink: every query one-hot (row 0); key 0 receives 1 from each of its 4 queries (col 1); all mass on key 0.
+    # Previous-token: rows one-hot; key 0 is seen by queries 0 and 1 (weight 2, H = log 2 / log 4), keys 1, 2
+    # by one query each (weight 1, H = 0): col = 2·0.5 / 4. Mass over keys (2, 1, 1, 0)/4.
+    # Uniform: rows uniform (1); columns 1/(q+1) for q ≥ k, weighted by what each key receives.
+    cols = [[1, 1 / 2, 1 / 3, 1 / 4], [1 / 2, 1 / 3, 1 / 4], [1 / 3, 1 / 4]]
+    col_h = [_H([c / sum(col) for c in col]) / math.log(len(col)) for col in cols]
+    weights = [sum(col) for col in cols]
+    uniform_col = sum(w * h for w, h in zip(weights, col_h)) / sum(weights)
+    received = [25 / 12, 13 / 12, 7 / 12, 3 / 12]
+    assert e["row"].tolist() == pytest.approx([0.0, 0.0, 1.0], abs=1e-6)
+    assert e["col"].tolist() == pytest.approx([1.0, 0.25, uniform_col], abs=1e-6)
+    assert e["mass"].tolist() == pytest.approx([0.0, 0.75, _H([r / 4 for r in received]) / math.log(4)], abs=1e-6)
+
+
+def test_attention_entropies_keep_leading_dims_and_ignore_the_masked_triangle():
+    noisy = SINK + torch.triu(torch.ones(4, 4), diagonal=1) * 0.3
+    e = attention.attention_entropies(noisy.expand(2, 5, 4, 4))
+    assert e["row"].shape == (2, 5) and torch.allclose(e["col"], torch.ones(2, 5))
+    with pytest.raises(Exception, match="at least 2 positions"):
+        attention.attention_entropies(torch.ones(1, 1))
+
+
+def test_dormant_by_entropy_flags_only_low_row_and_high_column_entropy():
+    e = attention.attention_entropies(torch.stack([SINK, PREV, UNIFORM]))
+    assert attention.dormant_by_entropy(e["row"], e["col"], row_max=0.3, col_min=0.7).tolist() == [True, False, False]
+    row, col = torch.tensor([0.3, 0.31, 0.1]), torch.tensor([0.7, 0.9, 0.69])
+    assert attention.dormant_by_entropy(row, col, 0.3, 0.7).tolist() == [True, False, False]  # thresholds inclusive

@@ -1,0 +1,152 @@
+"""What each SAE feature does, for browsing: top-activating contexts, density, activation histogram,
+the tokens a feature writes towards through the unembedding, and its nearest features.
+
+    summary = feature_summary(sae_dir, store)      # computed once, then read from sae_dir
+    tokens, acts = context(sae, store, row, feature)
+
+The summary runs the SAE (inference mode) over the first `n_tokens` rows of the store it was
+trained on and is cached beside the SAE as `feature_summary.safetensors`, keyed by the SAE's weights
+file and the store, so the dashboard reads it instead of recomputing. Outlier rows (norm above the
+SAE's max_norm, see TrainConfig.outlier_norm) get no features, as in training.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from jaxtyping import Float, Int
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from interp import InterpError
+from interp.sae.io import load_sae
+from interp.sae.models import SAE
+from interp.store import Store
+
+SUMMARY_FILE = "feature_summary.safetensors"
+HIST_EDGES = torch.logspace(-2, 3, 26)  # activation histogram bins: 0.01 .. 1000, log-spaced
+
+
+def _key(sae_dir: Path, store: Store, n_tokens: int, top: int) -> str:
+    weights = (sae_dir / "sae_weights.safetensors").stat()
+    return json.dumps({"weights": [weights.st_size, weights.st_mtime_ns], "store": str(store.dir.resolve()),
+                       "store_tokens": store.n_tokens, "n_tokens": n_tokens, "top": top})
+
+
+def feature_summary(sae_dir: str | Path, store: Store, n_tokens: int = 65536, top: int = 16,
+                    batch_size: int = 4096) -> dict[str, Tensor]:
+    """Per-feature statistics over the store's first `n_tokens` rows (cached in `sae_dir`):
+
+        top_values, top_rows  [d_sae, top]  largest activations and the store rows they are at (-1: none)
+        density               [d_sae]       share of the tokens the feature fires on
+        mean_active           [d_sae]       mean activation where it fires
+        histogram             [d_sae, 25]   counts of activations per HIST_EDGES bin
+        tokens                []            how many rows were read
+    """
+    sae_dir = Path(sae_dir)
+    n = min(n_tokens, store.n_tokens)
+    key = _key(sae_dir, store, n, top)
+    path = sae_dir / SUMMARY_FILE
+    if path.exists():
+        cached = load_file(str(path))
+        if bytes(cached.pop("key").tolist()).decode() == key:
+            return cached
+    sae = load_sae(sae_dir)
+    if store.d_in != sae.cfg.d_in:
+        raise InterpError(f"The store {store.dir} holds vectors of width {store.d_in}, but the SAE in {sae_dir} reads "
+                          f"d_in = {sae.cfg.d_in}: pick the store it was trained on.")
+    out = _summarize(sae, store, n, top, batch_size)
+    tmp = path.with_suffix(".tmp")
+    save_file({**out, "key": torch.tensor(list(key.encode()), dtype=torch.uint8)}, str(tmp))
+    tmp.replace(path)
+    return out
+
+
+@torch.no_grad()
+def _summarize(sae: SAE, store: Store, n: int, top: int, batch_size: int) -> dict[str, Tensor]:
+    d_sae = sae.cfg.d_sae
+    top_values = torch.zeros(d_sae, top)
+    top_rows = torch.full((d_sae, top), -1, dtype=torch.long)
+    fired, total = torch.zeros(d_sae), torch.zeros(d_sae, dtype=torch.float64)
+    histogram = torch.zeros(d_sae, len(HIST_EDGES) - 1)
+    sae.eval()
+    for start in range(0, n, batch_size):
+        x = store.read(start, min(start + batch_size, n))  # [b, d_in]
+        skip = x.norm(dim=1) > sae.cfg.max_norm if sae.cfg.max_norm else None
+        codes = sae.encode(x, skip=skip)
+        on = codes.values > 0
+        rows, cols, vals = codes.rows[on], codes.cols[on], codes.values[on].float()
+        fired += torch.bincount(cols, minlength=d_sae).float()
+        total.index_add_(0, cols, vals.double())
+        bins = (torch.bucketize(vals, HIST_EDGES) - 1).clamp(0, histogram.shape[1] - 1)
+        histogram.view(-1).index_add_(0, cols * histogram.shape[1] + bins, torch.ones_like(vals))
+        dense = torch.zeros(x.shape[0], d_sae).index_put_((rows, cols), vals)  # [b, d_sae]
+        k = min(top, x.shape[0])
+        v, i = dense.topk(k, dim=0)  # [k, d_sae]
+        merged_v = torch.cat([top_values, v.T], dim=1)
+        merged_r = torch.cat([top_rows, torch.where(v.T > 0, i.T + start, -1)], dim=1)
+        best = merged_v.topk(top, dim=1)
+        top_values, top_rows = best.values, merged_r.gather(1, best.indices)
+    return {"top_values": top_values, "top_rows": top_rows, "density": fired / n,
+            "mean_active": (total / fired.clamp(min=1)).float(), "histogram": histogram, "tokens": torch.tensor(n)}
+
+
+@torch.no_grad()
+def context(sae: SAE, store: Store, row: int, feature: int, before: int = 12, after: int = 4
+            ) -> tuple[Int[Tensor, " pos"], Float[Tensor, " pos"]]:
+    """Token ids around store row `row` (within its sequence) and `feature`'s activation at each."""
+    ids = store.row_tokens()
+    if ids is None:
+        raise InterpError(f"The store {store.dir} has no tokens.npy, so contexts cannot be shown: rebuild it with `interp cache`.")
+    per_seq = store.manifest["ctx_len"] - (0 if store.manifest.get("keep_first", True) else 1)
+    seq_start = row - row % per_seq
+    lo, hi = max(seq_start, row - before), min(seq_start + per_seq, row + after + 1, store.n_tokens)
+    x = store.read(lo, hi)
+    skip = x.norm(dim=1) > sae.cfg.max_norm if sae.cfg.max_norm else None
+    sae.eval()
+    acts = sae.encode(x, skip=skip).dense()[:, feature]
+    return torch.from_numpy(ids[lo:hi].astype("int64")), acts
+
+
+def logit_effects(sae: SAE, W_U: Float[Tensor, "d_model d_vocab"], feature: int, k: int = 10
+                  ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """The tokens whose logits the feature's decoder direction raises and lowers most (direct path
+    through the unembedding, final norm ignored): ((values, ids) top, (values, ids) bottom)."""
+    effect = sae.W_dec[feature].detach() @ W_U  # [d_vocab]
+    return effect.topk(k), (-effect).topk(k)
+
+
+def nearest_features(sae: SAE, feature: int, k: int = 10) -> tuple[Tensor, Tensor]:
+    """Features with the most similar decoder direction (cosine), excluding `feature` itself."""
+    W = sae.W_dec.detach()
+    cos = (W @ W[feature]) / (W.norm(dim=1) * W[feature].norm()).clamp(min=1e-12)
+    cos[feature] = -2.0
+    return cos.topk(min(k, W.shape[0] - 1))
+
+
+@torch.no_grad()
+def features_for_token(sae: SAE, store: Store, token_id: int, n_tokens: int = 65536, max_rows: int = 512, k: int = 10
+                       ) -> tuple[Tensor, Tensor, int]:
+    """Features with the highest mean activation over the token's occurrences among the first
+    `n_tokens` store rows: (mean activations, feature ids, occurrences used)."""
+    ids = store.row_tokens()
+    if ids is None:
+        raise InterpError(f"The store {store.dir} has no tokens.npy: rebuild it with `interp cache`.")
+    rows = (torch.from_numpy(ids[: min(n_tokens, store.n_tokens)].astype("int64")) == token_id).nonzero().flatten()[:max_rows]
+    if len(rows) == 0:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), 0
+    x = torch.cat([store.read(int(r), int(r) + 1) for r in rows])
+    sae.eval()
+    mean = sae.encode(x).dense().mean(0)
+    top = mean.topk(min(k, len(mean)))
+    keep = top.values > 0
+    return top.values[keep], top.indices[keep], len(rows)
+
+
+def sae_dirs(root: Path) -> list[Path]:
+    """Every SAE folder under a runs root (`interp sae train` runs and experiments' SAEs), newest first."""
+    found = [p.parent for p in root.glob("**/cfg.json") if (p.parent / "sae_weights.safetensors").exists()]
+    return sorted(found, key=lambda p: (p / "sae_weights.safetensors").stat().st_mtime, reverse=True)
+
