@@ -10,6 +10,7 @@
     interp cache --model M --hook H --tokens N --out DIR   write activations to disk (for SAEs)
     interp sae train --store DIR [--kind topk] [--k 32] ...  train an SAE on a store (torchrun for data parallel)
     interp sae eval SAE_DIR --store DIR                       FVU, L0, dead/dense, CE loss recovered, KL
+    interp app [--port 8501]                                  the dashboard (Streamlit) on the stored runs
 
 `interp run` prints the claims table and, as its last line, the run folder. It exits 0 when every
 claim passed, 1 when one failed and 2 on an error.
@@ -90,7 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--hook", required=True, help="TransformerLens hook name, e.g. blocks.3.attn.hook_pattern")
     s.add_argument("--backend", default="transformer_lens", choices=["transformer_lens", "nnsight"], help="backend that runs the model")
     s.add_argument("--prepend-sink", action="store_true", help="put the model's sink token (<|endoftext|>) at position 0")
-    s.add_argument("--save", metavar="FILE", help="also save the activation to a .safetensors file")
+    # dest is not "save": nnsight mounts a `save` method on every object while it traces, which would
+    # shadow an unset argparse attribute of that name.
+    s.add_argument("--save", dest="save_file", metavar="FILE", help="also save the activation to a .safetensors file")
     s.set_defaults(func=cmd_probe)
 
     s = sub.add_parser("list", help="list experiments with their papers and claims")
@@ -148,6 +151,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--tokens", type=int, default=65536, help="activations from the end of the store to evaluate on (default: 65536)")
     s.add_argument("--sequences", type=int, default=16, help="store sequences for CE loss recovered and KL; 0 skips them (default: 16)")
     s.set_defaults(func=cmd_sae_eval)
+
+    s = sub.add_parser("app", help="open the dashboard (Streamlit) on the stored runs",
+                       description="Serve the Streamlit dashboard: experiments and their claims, attention sinks, circuits, "
+                       "SAE features, training dynamics. It reads run folders under $INTERP_RUNS (default ./runs).")
+    s.add_argument("--port", type=int, default=8501, help="port to serve on (default: 8501)")
+    s.add_argument("--address", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only; "
+                   "0.0.0.0 exposes it to the network)")
+    s.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+    s.set_defaults(func=cmd_app)
     return p
 
 
@@ -345,6 +357,19 @@ def cmd_sae_eval(args) -> int:
 # ------------------------------------------------------------------------------------------ models
 
 
+def cmd_app(args) -> int:
+    main_file = Path(__file__).resolve().parent.parent / "app" / "main.py"
+    if not main_file.exists():
+        raise InterpError(f"The dashboard's entry file {main_file} is missing: `interp app` runs from a checkout of the "
+                          "repository installed with `make install` (pip install -e .).")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(main_file), "--server.address", args.address,
+           "--server.port", str(args.port), "--server.headless", "true" if args.no_browser else "false",
+           "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
+    print(f"dashboard on http://{args.address}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
+    sys.stdout.flush()
+    os.execv(sys.executable, cmd)  # streamlit replaces this process: a signal to it reaches the server
+
+
 def cmd_models(args) -> int:
     from interp.models import REAL_MODELS, TOY_CONFIGS, cache_root
 
@@ -411,13 +436,13 @@ def cmd_probe(args) -> int:
         print("position  token                norm")
         for i, (s, n) in enumerate(zip(strs, norms)):
             print(f"{i:>8}  {s[:20]!r:<20} {n:.4g}")
-    if args.save:
+    if args.save_file:
         from safetensors.torch import save as st_save
 
         from interp.fsutil import write_atomic
 
-        write_atomic(args.save, st_save({args.hook: act.contiguous()}))
-        print(f"saved to {args.save}")
+        write_atomic(args.save_file, st_save({args.hook: act.contiguous()}))
+        print(f"saved to {args.save_file}")
     return 0
 
 
