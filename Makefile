@@ -9,15 +9,27 @@ STAMP  := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 export WANDB_MODE := disabled
 
-.PHONY: demo test install model clean-venv
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-## make demo: set up, fetch SmolLM2, and run the main job (the `sinks` experiment's claims table).
+.PHONY: demo test install model chromium app clean-venv
+
+## make demo: set up, fetch SmolLM2, run the main job (the `sinks` experiment's claims table), open the dashboard.
 demo: model
-	$(BIN)/interp run sinks --reuse
+	-$(BIN)/interp run sinks --reuse
+	$(BIN)/interp app
 
-## make test: set up, fetch SmolLM2, and run the whole test suite.
-test: model
+## make test: set up, fetch SmolLM2, install chromium (the dashboard's browser test), run the whole test suite.
+test: model chromium
 	$(BIN)/python -m pytest
+
+## make app: the dashboard on http://127.0.0.1:8501 over the runs in ./runs.
+app: model
+	$(BIN)/interp app
+
+# Debian's chromium, driven headless by the dashboard's browser test (Playwright, no browser download).
+chromium:
+	@command -v chromium >/dev/null || $(SUDO) apt-get install -y chromium || \
+		{ $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
 
 install: $(STAMP)
 

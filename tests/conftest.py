@@ -37,3 +37,11 @@ def runs_dir(tmp_path, monkeypatch):
     root = tmp_path / "runs"
     monkeypatch.setenv("INTERP_RUNS", str(root))
     return root
+
+
+@pytest.fixture(scope="session")
+def stored_runs(tmp_path_factory, smollm2):
+    """Runs for the dashboard tests (tests/app_fixtures.py), made once per session."""
+    from app_fixtures import make_runs
+
+    return make_runs(tmp_path_factory.mktemp("app") / "runs")

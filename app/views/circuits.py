@@ -1,0 +1,118 @@
+"""Circuits: activation patching between a clean and a corrupted prompt (which layer, position and
+head carry the answer), head ablations, and the circuit a toy model learned."""
+
+import streamlit as st
+import torch
+
+from app.common import SMOLLM2, label, model, page, read_json, toy_checkpoints
+from app.probes import token_labels
+from interp import InterpError, figures
+from interp.hooks import run
+from interp.interventions import ablate_heads, patch_heads, patch_residual
+
+CLEAN = "When Mary and John went to the store, John gave a drink to"
+CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
+
+
+def body() -> None:
+    st.title("Circuits")
+    specs = {SMOLLM2: SMOLLM2, **{f"toy: {label(p)}": str(p) for p in toy_checkpoints()}}
+    spec = specs[st.selectbox("Model", list(specs), key="model")]
+    if model(spec).kind == "toy":
+        toy_circuit(spec)
+    else:
+        patching(spec)
+
+
+def single_token(spec: str, text: str, what: str) -> int:
+    ids = model(spec).encode(text)
+    if len(ids) != 1:
+        raise InterpError(f"The {what} {text!r} is {len(ids)} tokens ({model(spec).token_strs(ids)}): pick a single-token answer, "
+                          "usually a word with its leading space.")
+    return ids[0]
+
+
+@st.cache_data(show_spinner="Patching every layer, position and head (about a minute on SmolLM2)…", max_entries=8)
+def patch_all(spec: str, clean: str, corrupt: str, good: int, bad: int) -> dict:
+    m = model(spec)
+    c, k = torch.tensor([m.encode(clean)]), torch.tensor([m.encode(corrupt)])
+    return {"resid": patch_residual(m, c, k, good, bad).numpy(), "heads": patch_heads(m, c, k, good, bad).numpy(),
+            "ablate": ablate_heads(m, c, good, bad).numpy(), "tokens": c[0].numpy()}
+
+
+def patching(spec: str) -> None:
+    st.subheader("Activation patching")
+    st.caption("Denoising: run the corrupted prompt, restore one clean activation, and score the logit difference "
+               "(correct − wrong answer) on a 0 (corrupted) to 1 (clean) scale.")
+    c1, c2 = st.columns(2)
+    clean = c1.text_input("Clean prompt", CLEAN, key="clean")
+    corrupt = c2.text_input("Corrupted prompt (same number of tokens)", CORRUPT, key="corrupt")
+    good = single_token(spec, c1.text_input("Correct answer", " Mary", key="good"), "correct answer")
+    bad = single_token(spec, c2.text_input("Wrong answer", " John", key="bad"), "wrong answer")
+    n_clean, n_corrupt = len(model(spec).encode(clean)), len(model(spec).encode(corrupt))
+    if n_clean != n_corrupt:
+        raise InterpError(f"The clean prompt has {n_clean} tokens and the corrupted one {n_corrupt}: patching compares "
+                          "them position by position, so reword one until both have the same length.")
+    if not st.toggle("Run patching", key="patch"):
+        st.info("Switch on “Run patching” to patch every layer × position and layer × head (one batched forward pass per layer).")
+        return
+    r = patch_all(spec, clean, corrupt, good, bad)
+    labels = token_labels(spec, r["tokens"])
+    st.plotly_chart(figures.heatmap(r["resid"], "Residual stream (resid_pre): share of the logit difference restored",
+                                    "position", "layer", x=labels, zmin=-1, zmax=1, colorscale="RdBu", zlabel="restored"), key="resid")
+    left, right = st.columns(2)
+    left.plotly_chart(figures.heatmap(r["heads"], "Attention heads (hook_z): share restored", "head", "layer", zmin=-1, zmax=1,
+                                      colorscale="RdBu", zlabel="restored"), key="heads")
+    right.plotly_chart(figures.heatmap(r["ablate"], "Head ablation on the clean prompt: Δ logit difference", "head", "layer",
+                                       colorscale="RdBu", zlabel="Δ logit diff"), key="ablate")
+
+
+def bb_task(folder):
+    """The Bigram-Backcopy task a checkpoint was trained on, from its run's config (None for other runs)."""
+    from toy_tasks import bigram_backcopy as bb
+
+    for parent in folder.parents:
+        cfg = read_json(parent / "config.json")
+        if cfg and cfg.get("experiment") == "bigram_backcopy":
+            return bb.char_task(cfg["n_triggers"]) if cfg["bigram"] == "char" else bb.synthetic_task(n_triggers=cfg["n_triggers"], seed=cfg["seed"])
+    return None
+
+
+def toy_circuit(spec: str) -> None:
+    from pathlib import Path
+
+    from toy_tasks import bigram_backcopy as bb
+
+    m = model(spec)
+    task = bb_task(Path(spec))
+    seed = st.number_input("Sample seed", 0, 10_000, 0, key="seed")
+    if task is not None:
+        T = min(32, m.info.n_ctx)
+        tokens = bb.sample(task, 1, T, torch.Generator().manual_seed(int(seed)))
+        trig, _ = bb.positions(task, tokens)
+        st.caption("A Bigram-Backcopy sample: after a trigger (marked ★) the next token copies the token before it, so "
+                   "the trigger query should attend to position t−1; other queries sink onto BOS.")
+    else:
+        g = torch.Generator().manual_seed(int(seed))
+        tokens = torch.randint(1, m.info.d_vocab, (1, min(32, m.info.n_ctx)), generator=g)
+        trig = None
+    labels = [f"{lab}★" if trig is not None and i < trig.shape[1] and trig[0, i] else lab for i, lab in enumerate(token_labels(spec, tokens[0]))]
+    names = [f"blocks.{l}.attn.hook_pattern" for l in range(m.info.n_layers)]
+    _, acts = run(m, tokens, capture=names)
+    cols = st.columns(min(3, m.info.n_layers))
+    for l, name in enumerate(names):
+        for h in range(m.info.n_heads):
+            cols[(l * m.info.n_heads + h) % len(cols)].plotly_chart(figures.heatmap(
+                acts[name][0, h], f"Layer {l} head {h}", "key", "query", x=labels, y=labels, zmin=0, zmax=1), key=f"toy_{l}_{h}")
+    if task is not None:
+        eval_tokens = bb.sample(task, 64, min(64, m.info.n_ctx), torch.Generator().manual_seed(1))
+        probe = bb.probe(m, task, eval_tokens)
+        rows = [{"layer": l, "attn to t−1 from triggers": probe[f"attn_prev_trigger_L{l}"],
+                 "attn to BOS from non-triggers": probe[f"attn_bos_nontrigger_L{l}"], "‖W_O v_BOS‖ / others": probe[f"wov_bos_ratio_L{l}"],
+                 **{f"Δ{k[6:]} when ablated": v for k, v in bb.ablation(m, task, eval_tokens, l).items() if k.startswith("delta_")}}
+                for l in range(m.info.n_layers)]
+        st.dataframe(rows, hide_index=True)
+        st.caption(f"Backcopy loss {probe['backcopy_loss']:.3f}, bigram excess {probe['bigram_excess']:.3f} on 64 held-out sequences.")
+
+
+page(body)

@@ -1,0 +1,41 @@
+"""Stored runs for the dashboard tests, made by the real code paths on a tiny budget: a `sinks`
+run, a Bigram-Backcopy toy checkpoint with its training metrics, and a TopK SAE on a SmolLM2 store."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+
+def make_runs(root: Path) -> Path:
+    old = os.environ.get("INTERP_RUNS")
+    os.environ["INTERP_RUNS"] = str(root)  # the CLI and new_run write under it
+    try:
+        _make(root)
+    finally:
+        if old is None:
+            del os.environ["INTERP_RUNS"]
+        else:
+            os.environ["INTERP_RUNS"] = old
+    return root
+
+
+def _make(root: Path) -> None:
+    from experiments import bigram_backcopy
+    from interp.cli import main
+    from interp.runs import new_run
+    from interp.sae.train import TrainConfig, train_sae
+    from interp.store import cache_activations
+
+    assert main(["run", "sinks", "--quick", "--quiet", "--set", "n_texts=2", "--set", "seq_len=16"]) in (0, 1)
+
+    cfg = bigram_backcopy.Config(steps=60, eval_every=20, eval_batch=32, deep=False)
+    run = new_run("bigram_backcopy", dataclasses.asdict(cfg))
+    bigram_backcopy.train_variant(cfg, "softmax_1l", str(run.dir / "softmax_1l"))
+
+    store = root.parent / "store"
+    cache_activations("smollm2-135m", "blocks.3.hook_resid_post", 2048, store, ctx_len=32, shard_tokens=1024, quiet=True)
+    tcfg = TrainConfig(store=str(store), expansion=2, k=8, batch_size=256, tokens=256 * 8, log_every=2,
+                       stats_tokens=1024, buffer_tokens=1024, threads=1)
+    train_sae(tcfg, new_run("sae", dataclasses.asdict(tcfg)), quiet=True)

@@ -1,0 +1,87 @@
+"""The dashboard: every page renders with stored runs and with none, without an exception or an
+error message, and shows its expected widgets (streamlit's AppTest, no browser)."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
+PAGES = ["home", "sinks", "circuits", "features", "dynamics", "function_tokens"]
+
+
+def open_page(name: str, root: Path, monkeypatch) -> AppTest:
+    monkeypatch.setenv("INTERP_RUNS", str(root))
+    at = AppTest.from_file(MAIN, default_timeout=120)
+    at.run()
+    if name != "home":
+        at.switch_page(f"views/{name}.py")
+        at.run()
+    return at
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_pages_render_without_runs(name, tmp_path, monkeypatch):
+    at = open_page(name, tmp_path / "empty", monkeypatch)
+    assert_clean(at)
+    assert at.title[0].value
+
+
+def test_home_lists_experiments_and_claims(stored_runs, monkeypatch):
+    at = open_page("home", stored_runs, monkeypatch)
+    assert_clean(at)
+    names = at.dataframe[0].value["experiment"].tolist()
+    assert "sinks" in names and "bigram_backcopy" in names
+    at.selectbox(key="experiment").select("sinks").run()
+    assert_clean(at)
+    claims = at.dataframe[1].value
+    assert len(claims) >= 4 and "Sink" in " ".join(claims["claim"]) + " ".join(claims["value"]) or len(claims) >= 4
+    assert at.button(key="run_sinks")
+    assert at.selectbox(key="figure_sinks").options
+
+
+def test_sinks_page_probes_smollm2_and_toy(stored_runs, monkeypatch):
+    at = open_page("sinks", stored_runs, monkeypatch)
+    assert_clean(at)
+    assert at.number_input(key="layer").value == 15 and at.select_slider(key="gamma").value == 2.0
+    assert "position 0 holds" in at.caption[0].value
+    at.checkbox(key="prepend").check().run()
+    assert_clean(at)
+    assert "<|endoftext|>" in " ".join(c.value for c in at.caption)
+    toy = next(o for o in at.selectbox(key="model").options if o.startswith("toy"))
+    at.selectbox(key="model").select(toy).run()
+    assert_clean(at)
+
+
+def test_circuits_page_patches_a_toy_model_and_checks_prompts(stored_runs, monkeypatch):
+    at = open_page("circuits", stored_runs, monkeypatch)
+    assert_clean(at)
+    at.text_input(key="corrupt").input("When Mary went to the store, Mary gave a drink to").run()
+    assert "same length" in at.error[0].value  # bad input is a message, not a traceback
+    toy = next(o for o in at.selectbox(key="model").options if o.startswith("toy"))
+    at.selectbox(key="model").select(toy).run()
+    assert_clean(at)
+    assert "attn to t−1 from triggers" in at.dataframe[0].value.columns
+
+
+def test_features_page_browses_an_sae(stored_runs, monkeypatch):
+    at = open_page("features", stored_runs, monkeypatch)
+    assert_clean(at)
+    assert at.number_input(key="feature").value >= 0
+    assert len(at.dataframe) >= 4  # nearest features, ± logits, token search, prompt view
+    at.text_input(key="search").input("def").run()
+    assert_clean(at)
+
+
+def test_dynamics_page_overlays_runs(stored_runs, monkeypatch):
+    at = open_page("dynamics", stored_runs, monkeypatch)
+    assert_clean(at)
+    runs = at.multiselect(key="runs")
+    at.multiselect(key="runs").set_value(runs.options[:2]).run()
+    assert_clean(at)
+    assert at.multiselect(key="metrics").value
