@@ -116,10 +116,11 @@ class Model:
         return out if isinstance(out, Tensor) else out.logits
 
     def W_O(self, layer: int) -> Float[Tensor, "head_index d_head d_model"]:
-        """Per-head output matrix of one layer, TransformerLens layout."""
+        """Per-head output matrix of one layer, TransformerLens layout; detached (a probe's read-only
+        view: products with it would otherwise keep a gradient graph per layer)."""
         if self.kind == "toy":
-            return self.module.W_O[layer]
-        o = self.module.model.layers[layer].self_attn.o_proj.weight  # [d_model, n_heads * d_head]
+            return self.module.W_O[layer].detach()
+        o = self.module.model.layers[layer].self_attn.o_proj.weight.detach()  # [d_model, n_heads * d_head]
         return o.T.reshape(self.info.n_heads, self.info.d_head, self.info.d_model)
 
     def to_tokens(self, texts: list[str], length: int, prepend_sink: bool = False) -> Int[Tensor, "batch pos"]:
