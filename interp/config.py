@@ -84,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         group.add_argument(
             "--" + f.name.replace("_", "-"), dest=f"cfg__{f.name}", default=None, metavar=f.name.upper(),
-            help=f"{docs.get(f.name, '')} (default: {default!r})",
+            help=f"{docs.get(f.name, '')} (default: {default!r})".replace("%", "%%"),  # argparse formats help with %
         )
 
 
