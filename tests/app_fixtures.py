@@ -1,5 +1,6 @@
 """Stored runs for the dashboard tests, made by the real code paths on a tiny budget: a `sinks`
-run, a Bigram-Backcopy toy checkpoint with its training metrics, and a TopK SAE on a SmolLM2 store."""
+run, a Bigram-Backcopy toy checkpoint and an in-context-classification network with their training
+metrics, and a TopK SAE on a SmolLM2 store."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def make_runs(root: Path) -> Path:
 
 
 def _make(root: Path) -> None:
-    from experiments import bigram_backcopy
+    from experiments import bigram_backcopy, icl_classification
     from interp.cli import main
     from interp.runs import new_run
     from interp.sae.train import TrainConfig, train_sae
@@ -33,6 +34,11 @@ def _make(root: Path) -> None:
     cfg = bigram_backcopy.Config(steps=60, eval_every=20, eval_batch=32, deep=False)
     run = new_run("bigram_backcopy", dataclasses.asdict(cfg))
     bigram_backcopy.train_variant(cfg, "softmax_1l", str(run.dir / "softmax_1l"))
+
+    icfg = icl_classification.Config(steps=60, eval_every=30, eval_size=200, sgd=False)
+    run = new_run("icl_classification", dataclasses.asdict(icfg))
+    job = icl_classification.main_jobs(icfg)[0]
+    icl_classification.train_job(icfg, job, str(run.dir / job.name))
 
     store = root.parent / "store"
     cache_activations("smollm2-135m", "blocks.3.hook_resid_post", 2048, store, ctx_len=32, shard_tokens=1024, quiet=True)

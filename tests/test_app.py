@@ -32,6 +32,13 @@ def test_pages_render_without_runs(name, tmp_path, monkeypatch):
     assert at.title[0].value
 
 
+@pytest.mark.parametrize("name", PAGES)
+def test_pages_render_with_stored_runs(name, stored_runs, monkeypatch):
+    at = open_page(name, stored_runs, monkeypatch)
+    assert_clean(at)
+    assert at.title[0].value
+
+
 def test_home_lists_experiments_and_claims(stored_runs, monkeypatch):
     at = open_page("home", stored_runs, monkeypatch)
     assert_clean(at)
@@ -58,7 +65,7 @@ def test_sinks_page_probes_smollm2_and_toy(stored_runs, monkeypatch):
     assert_clean(at)
 
 
-def test_circuits_page_patches_a_toy_model_and_checks_prompts(stored_runs, monkeypatch):
+def test_circuits_page_checks_prompts_and_shows_toy_circuits(stored_runs, monkeypatch):
     at = open_page("circuits", stored_runs, monkeypatch)
     assert_clean(at)
     at.text_input(key="corrupt").input("When Mary went to the store, Mary gave a drink to").run()
@@ -67,6 +74,11 @@ def test_circuits_page_patches_a_toy_model_and_checks_prompts(stored_runs, monke
     at.selectbox(key="model").select(toy).run()
     assert_clean(at)
     assert "attn to t−1 from triggers" in at.dataframe[0].value.columns
+    icl = next(o for o in at.selectbox(key="model").options if o.startswith("icl"))
+    at.selectbox(key="model").select(icl).run()
+    assert_clean(at)
+    measures = at.dataframe[0].value
+    assert "induction_L2" in measures["measure"].tolist() and len(at.get("plotly_chart")) == 2
 
 
 def test_features_page_browses_an_sae(stored_runs, monkeypatch):
@@ -85,3 +97,14 @@ def test_dynamics_page_overlays_runs(stored_runs, monkeypatch):
     at.multiselect(key="runs").set_value(runs.options[:2]).run()
     assert_clean(at)
     assert at.multiselect(key="metrics").value
+
+
+def test_circuits_page_patches_smollm2(stored_runs, monkeypatch):
+    at = open_page("circuits", stored_runs, monkeypatch)
+    at.text_input(key="clean").input("Mary gave John a")
+    at.text_input(key="corrupt").input("John gave Mary a")
+    at.text_input(key="good").input(" book")
+    at.text_input(key="bad").input(" gift")
+    at.toggle(key="patch").set_value(True).run()
+    assert_clean(at)
+    assert len(at.get("plotly_chart")) == 3  # residual by layer x position, heads, head ablation

@@ -1,6 +1,8 @@
 """Circuits: activation patching between a clean and a corrupted prompt (which layer, position and
 head carry the answer), head ablations, and the circuit a toy model learned."""
 
+from pathlib import Path
+
 import streamlit as st
 import torch
 
@@ -9,6 +11,7 @@ from app.probes import token_labels
 from interp import InterpError, figures
 from interp.hooks import run
 from interp.interventions import ablate_heads, patch_heads, patch_residual
+from interp.runs import runs_root
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
@@ -16,12 +19,67 @@ CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
 
 def body() -> None:
     st.title("Circuits")
-    specs = {SMOLLM2: SMOLLM2, **{f"toy: {label(p)}": str(p) for p in toy_checkpoints()}}
+    specs = {SMOLLM2: SMOLLM2, **{f"toy: {label(p)}": str(p) for p in toy_checkpoints()},
+             **{f"icl: {label(p)}": p for p in icl_checkpoints()}}
     spec = specs[st.selectbox("Model", list(specs), key="model")]
-    if model(spec).kind == "toy":
+    if isinstance(spec, Path):
+        icl_circuit(spec)
+    elif model(spec).kind == "toy":
         toy_circuit(spec)
     else:
         patching(spec)
+
+
+def icl_checkpoints() -> list[Path]:
+    """Trained in-context-classification networks: job folders of icl_classification runs with a checkpoint."""
+    return sorted(p.parent for p in runs_root().glob("icl_classification/*/*/checkpoint.pt"))
+
+
+@st.cache_resource(show_spinner="Loading the network…", max_entries=4)
+def icl_model(folder: str):
+    """The ICLNet of a job folder, its task and its progress measures on a bursty evaluation batch."""
+    from experiments import icl_classification as exp
+    from toy_tasks import icl_classification as ic
+
+    folder = Path(folder)
+    stored = read_json(folder.parent / "config.json") or {}
+    cfg = exp.Config(**{k: v for k, v in stored.items() if k != "experiment"})
+    jobs = {j.name: j for j in [*exp.main_jobs(cfg), *exp.slow_jobs(cfg), *(exp.sweep_jobs(cfg) if cfg.sweep else [])]}
+    if cfg.model != "icl" or folder.name not in jobs:
+        raise InterpError(f"{folder} is not a job of an icl_classification run with the minimal network (model = icl); "
+                          "the induction view needs that network's two attention layers.")
+    job = jobs[folder.name]
+    net = ic.ICLNet(job.spec, seed=job.seed)
+    net.load_state_dict(torch.load(folder / "checkpoint.pt", weights_only=True)["model"])
+    net.eval()
+    task = ic.make_task(job.spec, seed=cfg.seed)
+    return net, task, job
+
+
+def icl_circuit(folder: Path) -> None:
+    from toy_tasks import icl_classification as ic
+
+    net, task, job = icl_model(str(folder))
+    st.caption(f"Job `{job.name}`: K = {job.spec.K} classes, N = {job.spec.N} item–label pairs, then the query. The induction "
+               "circuit: layer 1 copies each item into the label after it (previous-token attention), layer 2 sends the "
+               "query to the label whose item matches its class.")
+    seed = st.number_input("Sample seed", 0, 10_000, 0, key="icl_seed")
+    batch = ic.sample(task, 256, torch.Generator().manual_seed(int(seed)), p_B=1.0, p_C=1.0)  # novel classes: only IC works
+    with torch.no_grad():
+        logits, cache = net.run_with_cache(batch.inputs, names_filter=lambda n: n.endswith("hook_pattern"))
+    N = job.spec.N
+    labels = [f"{i // 2}:{'item' if i % 2 == 0 else 'label'}{'★' if i % 2 and batch.item_match[0, i // 2] else ''}"
+              for i in range(2 * N)] + ["query"]
+    c1, c2 = st.columns(2)
+    for col, layer in zip((c1, c2), (0, 1)):
+        col.plotly_chart(figures.heatmap(cache[f"blocks.{layer}.attn.hook_pattern"][0, 0], f"Layer {layer + 1} attention (one sequence)",
+                                         "key", "query", x=labels, y=labels, zmin=0, zmax=1), key=f"icl_{layer}")
+    measures = ic.progress(net, batch)
+    acc = (logits.argmax(-1) == batch.target).float().mean().item()
+    st.dataframe([{"measure": k, "value": round(v, 3)} for k, v in {**measures, "accuracy on novel classes (IC)": acc}.items()],
+                 hide_index=True)
+    st.caption("★ marks labels whose item has the query's class. prev_token_L1: layer-1 attention from each label to its item; "
+               "induction_L2: query attention to matching labels minus the rest.")
 
 
 def single_token(spec: str, text: str, what: str) -> int:
@@ -79,8 +137,6 @@ def bb_task(folder):
 
 
 def toy_circuit(spec: str) -> None:
-    from pathlib import Path
-
     from toy_tasks import bigram_backcopy as bb
 
     m = model(spec)
