@@ -108,3 +108,13 @@ def test_circuits_page_patches_smollm2(stored_runs, monkeypatch):
     at.toggle(key="patch").set_value(True).run()
     assert_clean(at)
     assert len(at.get("plotly_chart")) == 3  # residual by layer x position, heads, head ablation
+
+
+def test_home_button_runs_a_quick_mode_in_a_subprocess(tmp_path, monkeypatch):
+    at = open_page("home", tmp_path / "runs", monkeypatch)
+    at.selectbox(key="experiment").select("scan_snap").run()
+    at.button(key="run_scan_snap").click().run()
+    assert_clean(at)
+    assert at.status[0].label == "interp run scan_snap --quick: exit 0 (all claims passed)"
+    at.run()  # the new run is now the latest: its claims show
+    assert len(at.dataframe[1].value) >= 3 and set(at.dataframe[1].value[""]) == {"✅"}
