@@ -21,7 +21,7 @@ from interp.models import Model
 
 def next_token_loss(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, ""]:
     """Mean cross-entropy of predicting tokens[:, 1:] from logits[:, :-1]."""
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten().to(logits.device))
+    return sequence_losses(logits, tokens).mean()
 
 
 def zero_heads(heads: Iterable[int]):
@@ -61,21 +61,10 @@ def head_ablation_deltas(
     Heads not in `heads` (default: all) are NaN."""
     info = model.info
     heads = heads if heads is not None else [(l, h) for l in range(info.n_layers) for h in range(info.n_heads)]
-    for layer, head in heads:
-        check_head(model, layer, head)
-    chunks = tokens.split(batch_size)
-
-    def loss(patch=None) -> float:
-        total = 0.0
-        for chunk in chunks:
-            logits, _ = run(model, chunk, patch=patch, backend=backend)
-            total += next_token_loss(logits, chunk).item() * len(chunk)
-        return total / len(tokens)
-
-    clean = loss()
+    deltas = head_intervention_deltas(model, tokens, heads, "zero", backend, batch_size, quiet=quiet).mean(1)  # [n_heads]
     out = torch.full((info.n_layers, info.n_heads), float("nan"))
-    for layer, head in tqdm(heads, desc="head ablations", disable=quiet):
-        out[layer, head] = loss({f"blocks.{layer}.attn.hook_z": zero_heads([head])}) - clean
+    for (layer, head), d in zip(heads, deltas):
+        out[layer, head] = d
     return out
 
 
