@@ -127,12 +127,12 @@ def patching(spec: str) -> None:
 
 def bb_task(folder):
     """The Bigram-Backcopy task a checkpoint was trained on, from its run's config (None for other runs)."""
-    from toy_tasks import bigram_backcopy as bb
+    from experiments import bigram_backcopy as exp
 
     for parent in folder.parents:
         cfg = read_json(parent / "config.json")
         if cfg and cfg.get("experiment") == "bigram_backcopy":
-            return bb.char_task(cfg["n_triggers"]) if cfg["bigram"] == "char" else bb.synthetic_task(n_triggers=cfg["n_triggers"], seed=cfg["seed"])
+            return exp.make_task(exp.Config(**{k: v for k, v in cfg.items() if k != "experiment"}))
     return None
 
 
