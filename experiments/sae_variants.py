@@ -25,12 +25,12 @@ from pathlib import Path
 import torch
 
 from interp import figures
-from interp.models import cache_root, load_model
+from interp.models import load_model
 from interp.runs import Run, claim, in_workers
 from interp.sae.evals import activation_metrics, splice_metrics
 from interp.sae.io import load_sae
 from interp.sae.train import TrainConfig, train_sae
-from interp.store import cache_activations
+from interp.store import cache_activations, store_path
 
 PAPER = "Ayonrinde 2024"
 CLAIMS = [
@@ -89,14 +89,9 @@ AUX_VARIANTS = {
 }
 
 
-def store_path(cfg: Config) -> Path:
-    name = f"{cfg.model.replace('/', '_')}-{cfg.hook}-{cfg.tokens}"
-    return cache_root() / "stores" / name
-
-
 def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
     t0 = time.time()
-    store = cache_activations(cfg.model, cfg.hook, cfg.tokens, store_path(cfg), quiet=quiet)
+    store = cache_activations(cfg.model, cfg.hook, cfg.tokens, store_path(cfg.model, cfg.hook, cfg.tokens), quiet=quiet)
     variants = {**VARIANTS, **(AUX_VARIANTS if cfg.aux_runs else {})}
     train_tokens = (store.n_tokens - cfg.holdout) * cfg.epochs
     jobs = {name: TrainConfig(store=str(store.dir), expansion=cfg.expansion, k=cfg.k, batch_size=cfg.batch_size,

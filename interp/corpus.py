@@ -149,3 +149,16 @@ def token_chunks(encode: Callable[[str], list[int]], ctx_len: int, n_chunks: int
         )
     chunks = np.concatenate(parts)[np.random.default_rng(seed).permutation(n_chunks)]  # [chunk, body]
     return chunks if bos is None else np.concatenate([np.full((n_chunks, 1), bos, dtype=np.int32), chunks], axis=1)
+
+
+def token_counts(encode: Callable[[str], list[int]], d_vocab: int, quiet: bool = True) -> Int[np.ndarray, " d_vocab"]:
+    """Occurrences of every token id in the whole corpus: each standard-library file that `token_chunks`
+    reads, tokenised whole with `encode`."""
+    counts = np.zeros(d_vocab, dtype=np.int64)
+    for path in tqdm(_files(), desc="counting corpus tokens", disable=quiet, leave=False):
+        try:
+            ids = np.asarray(encode(path.read_text(encoding="utf-8")), dtype=np.int64)
+        except UnicodeDecodeError:
+            continue
+        counts += np.bincount(ids, minlength=d_vocab)
+    return counts

@@ -104,3 +104,17 @@ def entropy_scatter(row, col, alpha0, labels: Sequence[str], row_max: float, col
     fig.add_hline(y=col_min, line_dash="dash")
     fig.update_layout(title=title, xaxis_title="row entropy (normalised)", yaxis_title="column entropy (normalised)", **_LAYOUT)
     return fig
+
+
+def scatter(groups: dict[str, tuple[Sequence, Sequence, Sequence[str] | None]], title: str, xlabel: str, ylabel: str,
+            log_x: bool = False, log_y: bool = False) -> go.Figure:
+    """Points in named groups, each point with an optional hover label: {group: (x, y, labels)}."""
+    fig = go.Figure()
+    for name, (x, y, labels) in groups.items():
+        fig.add_trace(go.Scatter(x=_list(x), y=_list(y), name=name, mode="markers", marker=dict(size=6, opacity=0.7),
+                                 text=list(labels) if labels is not None else None,
+                                 hovertemplate="%{text}<br>%{x}, %{y}<extra></extra>" if labels is not None else None))
+    fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, **_LAYOUT)
+    fig.update_xaxes(type="log" if log_x else None)
+    fig.update_yaxes(type="log" if log_y else None)
+    return fig

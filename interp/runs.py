@@ -135,6 +135,12 @@ def claim(name: str, paper: str, statement: str, value, threshold, passed: bool,
             "passed": bool(passed), **measured}
 
 
+def unasserted(c: dict, reason: str) -> dict:
+    """A claim that was measured but is not asserted (e.g. at the quick budget), as an observation line."""
+    return {"name": c["name"], "statement": f"{c['statement']}; not asserted: {reason}",
+            "value": f"{format_value(c['value'])} (threshold {c['threshold']}: would {'pass' if c['passed'] else 'fail'})"}
+
+
 def format_claims(claims: list[dict]) -> str:
     """The claims table the CLI prints."""
     rows = [("", "claim", "value", "threshold")]

@@ -322,6 +322,14 @@ def cache_activations(
     return writer.finish()
 
 
+def store_path(model: str, hook: str, tokens: int) -> Path:
+    """The shared cache folder for a store of `tokens` activations of `model` at `hook`
+    ($INTERP_CACHE/stores/<model>-<hook>-<tokens>): experiments that read the same activations reuse it."""
+    from interp.models import cache_root
+
+    return cache_root() / "stores" / f"{model.replace('/', '_')}-{hook}-{tokens}"
+
+
 # ------------------------------------------------------------------------------------------ reading
 
 
