@@ -12,7 +12,8 @@ weight matrices are zero.
 Which weights count: a parameter inside a transformer block (`blocks.{l}.` for TransformerLens,
 `model.layers.{l}.` for HF models) with two or more dimensions. A block whose weight matrices are
 all zero and which has no bias is the identity map in a pre-norm residual model, so `forward` skips
-it (the same logits, checked by a test, many times faster when only the first blocks are kept).
+it (the same logits, checked by a test; for SmolLM2 with 3 of 30 blocks kept a forward takes less
+than half the time, the unembedding being most of what is left).
 
 `Bigram` is the target: next-token probabilities given only the current token, counted on a corpus
 and stored sparse (CSR over the current token), interpolated with the add-one unigram

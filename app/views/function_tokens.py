@@ -18,10 +18,11 @@ def body() -> None:
     st.markdown(f"Run `{run.dir}`")
     for name in figure_names(run):
         show_figure(run, name)
-    top = results.get("top_tokens") or results.get("function_tokens")
-    if top:
-        st.subheader("Top tokens")
-        st.dataframe(top, hide_index=True)
+    for key, title in (("function_tokens", "Function tokens (the most frequent tokens covering 40% of the corpus)"),
+                       ("top_tokens", "Most frequent tokens in the graph: frequency and degree")):
+        if results.get(key):
+            st.subheader(title)
+            st.dataframe(results[key], hide_index=True)
     claims = results.get("claims", [])
     if claims:
         st.dataframe(claims_table(claims), hide_index=True)
