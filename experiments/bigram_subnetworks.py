@@ -241,6 +241,7 @@ def _evaluate(model: Model, sub: sn.Subnetwork, held: torch.Tensor, bigram_s: to
     loss_random = _surprisals(model, held, sn.random_like(sub, seed).weights(model, complement=True)).mean().item()
     return {"r_subnetwork": _pearson(_surprisals(model, held, sub.weights(model)), bigram_s),
             "kept": sum(kept.values()), "kept_share": sub.share(), "kept_by_part": kept,
+            "kept_share_of_model": sum(kept.values()) / sum(p.numel() for p in model.module.parameters()),
             "loss_subnetwork_zeroed": loss_without, "loss_random_zeroed": loss_random,
             "ablation_ratio": (loss_without - ref["loss_full"]) / max(loss_random - ref["loss_full"], 1e-6)}
 
