@@ -120,6 +120,22 @@ def test_thresholds_make_batch_rules_batch_independent():
     assert 2 < sae.encode(x).l0().mean() < 8  # the thresholds keep about k features per token
 
 
+def test_calibrated_thresholds_give_k_features_per_token():
+    torch.manual_seed(0)
+    sae = SAE(SAEConfig(d_in=16, d_sae=64, kind="feature_choice", k=4, threshold_lr=0.2), seed=0)
+    x = torch.randn(512, 16)
+    for _ in range(40):
+        sae.update_thresholds(sae.encode(x))
+    sae.eval()
+    before, fresh = sae.threshold.clone(), torch.randn(512, 16)
+    factor = sae.calibrate_thresholds(fresh)
+    assert torch.allclose(sae.threshold, before * factor)  # one factor for every feature
+    assert abs(sae.encode(fresh).l0().mean().item() - 4) <= 2 / 512  # k per token on the calibration rows
+    assert sae.calibrate_thresholds(fresh) == pytest.approx(1.0, abs=1e-5)  # calibrating again changes nothing
+    topk = SAE(SAEConfig(d_in=16, d_sae=64, kind="topk", k=4), seed=0)
+    assert topk.calibrate_thresholds(x) == 1.0
+
+
 def test_bad_config_and_input_errors():
     with pytest.raises(InterpError, match="k = 100 must be between 1 and d_sae = 64"):
         SAE(SAEConfig(d_in=8, d_sae=64, k=100))

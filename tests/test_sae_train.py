@@ -14,7 +14,7 @@ from interp.cli import main
 from interp.runs import Run
 from interp.sae.io import load_sae
 from interp.sae.train import TrainConfig, train_sae
-from interp.store import StoreWriter
+from interp.store import open_store, StoreWriter
 
 D_IN = 16
 
@@ -53,6 +53,9 @@ def test_every_kind_learns_and_saves(store, tmp_path, kind):
     loaded = load_sae(tmp_path / "sae")
     x = torch.randn(8, D_IN)
     assert torch.allclose(loaded.dense_encode(x), sae.dense_encode(x), atol=1e-6)
+    if kind in ("mutual_choice", "feature_choice"):  # calibrated on rows 0..4095: inference keeps ~k on the others
+        held = open_store(store).read(8192, 16384)
+        assert 3.5 < loaded.encode(held).l0().mean().item() < 4.5 and last["threshold_factor"] > 0
 
 
 def test_a_killed_run_resumes_on_the_same_curve(store, tmp_path, monkeypatch):

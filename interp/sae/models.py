@@ -311,6 +311,21 @@ class SAE(nn.Module):
         self.threshold[fresh] = low[fresh]
 
     @torch.no_grad()
+    def calibrate_thresholds(self, x: Float[Tensor, "batch d_in"], target_l0: float | None = None) -> float:
+        """Scale the batch rules' thresholds by one factor so that inference (JumpReLU) gives `target_l0`
+        (default k) features per token on `x`, as the batch rule did in training. The running minimum
+        each feature was selected with sits above the batch rule's true cut-off, so unscaled thresholds
+        under-fire (SmolLM2, k = 32: ~23 per token). Returns the factor (1.0 for other kinds)."""
+        if self.cfg.kind not in BATCH_KINDS or x.shape[0] == 0:
+            return 1.0
+        seen = torch.isfinite(self.threshold) & (self.threshold > 0)
+        ratio = (self.pre_acts(x)[:, seen] / self.threshold[seen]).flatten()  # a feature fires where ratio > 1
+        n = min(ratio.numel(), max(1, round((target_l0 or self.cfg.k) * x.shape[0])))
+        factor = float(ratio.topk(n).values[-1].clamp_min(1e-6))
+        self.threshold[seen] *= factor
+        return factor
+
+    @torch.no_grad()
     def normalize_decoder(self) -> None:
         self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8)
 

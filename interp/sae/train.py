@@ -180,6 +180,10 @@ def train_sae(cfg: TrainConfig, run: Run | None, quiet: bool = False) -> tuple[S
         if lead and run and (done == steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)):
             _checkpoint(run, done, sae, opt, state)
     sae.eval()
+    x = store.read(0, min(cfg.stats_tokens, 8192, n_train)).to(cfg.device)  # [n, d_in]; checkpoints stay uncalibrated,
+    if sae.cfg.max_norm:                                                     # so a resumed run calibrates the same way
+        x = x[x.norm(dim=1) <= sae.cfg.max_norm]
+    row = {**row, "threshold_factor": sae.calibrate_thresholds(x)}
     d.close()
     if lead and run:
         save_sae(sae, run.dir / "sae", extra={"store": str(store.dir), "steps": steps, "batch_size": cfg.batch_size})
