@@ -119,15 +119,17 @@ def test_data_parallel_matches_one_process(store, tmp_path):
     env = {**os.environ, "WANDB_MODE": "disabled", "INTERP_RUNS": str(tmp_path / "runs")}
     for kind in ("topk", "mutual_choice"):
         one = tmp_path / f"one_{kind}"
-        two = tmp_path / f"two_{kind}"
         assert main(["sae", "train", *common, "--kind", kind, "--out", str(one)]) == 0
-        # --max-restarts: under load a gloo rank sometimes aborts while the process exits ("terminate called
-        # without an active exception", ~1 run in 10 with the cores saturated), after the SAE is saved; the
-        # restarted group resumes at the final checkpoint and saves the same SAE again.
-        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                            "--max-restarts=1", "-m", "interp.cli", "sae", "train", *common, "--kind", kind, "--out", str(two)],
-                           env=env, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr[-2000:]
+        # Under a saturated machine a gloo rank sometimes dies at teardown ("terminate called without an
+        # active exception", SIGABRT) or the group fails; one fresh retry keeps this a test of the results.
+        for attempt in range(2):
+            two = tmp_path / f"two_{kind}_{attempt}"
+            r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                                "-m", "interp.cli", "sae", "train", *common, "--kind", kind, "--out", str(two)],
+                               env=env, capture_output=True, text=True, timeout=300)
+            if r.returncode == 0:
+                break
+        assert r.returncode == 0, r.stderr[-4000:]
         a, b = load_sae(one / "sae"), load_sae(two / "sae")
         assert (a.W_enc - b.W_enc).abs().max() < 1e-4 and (a.W_dec - b.W_dec).abs().max() < 1e-4
         fa = [m["fvu"] for m in Run(one).metrics()]
