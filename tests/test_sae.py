@@ -107,13 +107,18 @@ def test_zipf_targets_sum_to_k_and_follow_rank():
     assert torch.isclose(t.sum(), torch.tensor(1.0)) and t[1] > t[3] > t[2] > t[0]
 
 
-def test_thresholds_make_batch_rules_batch_independent():
+def _trained_thresholds(kind: str) -> tuple[SAE, torch.Tensor]:
+    """A k = 4 batch-rule SAE whose thresholds were learned over 40 passes of one batch (eval mode)."""
     torch.manual_seed(0)
-    sae = SAE(SAEConfig(d_in=16, d_sae=64, kind="mutual_choice", k=4, threshold_lr=0.2), seed=0)
+    sae = SAE(SAEConfig(d_in=16, d_sae=64, kind=kind, k=4, threshold_lr=0.2), seed=0)
     x = torch.randn(512, 16)
     for _ in range(40):
         sae.update_thresholds(sae.encode(x))
-    sae.eval()
+    return sae.eval(), x
+
+
+def test_thresholds_make_batch_rules_batch_independent():
+    sae, x = _trained_thresholds("mutual_choice")
     one = torch.cat([sae.encode(x[i : i + 1]).dense() for i in range(8)])
     batch = sae.encode(x[:8]).dense()
     assert torch.equal(one > 0, batch > 0) and torch.allclose(one, batch, atol=1e-5)  # one token alone = in a batch
@@ -121,12 +126,7 @@ def test_thresholds_make_batch_rules_batch_independent():
 
 
 def test_calibrated_thresholds_give_k_features_per_token():
-    torch.manual_seed(0)
-    sae = SAE(SAEConfig(d_in=16, d_sae=64, kind="feature_choice", k=4, threshold_lr=0.2), seed=0)
-    x = torch.randn(512, 16)
-    for _ in range(40):
-        sae.update_thresholds(sae.encode(x))
-    sae.eval()
+    sae, x = _trained_thresholds("feature_choice")
     before, fresh = sae.threshold.clone(), torch.randn(512, 16)
     factor = sae.calibrate_thresholds(fresh)
     assert torch.allclose(sae.threshold, before * factor)  # one factor for every feature
