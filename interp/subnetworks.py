@@ -315,12 +315,32 @@ def train_masks(
 # ------------------------------------------------------------------------------ residual rotation
 
 
+class Moments:
+    """Running sums for ridge maps from one x to several targets, so no [tokens, d] matrix is kept."""
+
+    def __init__(self):
+        self.n, self.sums, self.cross = 0, {}, {}
+
+    def add(self, x: Float[Tensor, "n d_in"], **targets: Float[Tensor, "n d_out"]) -> None:
+        x = x.double()
+        self.n += x.shape[0]
+        for name, t in {"x": x, **{k: v.double() for k, v in targets.items()}}.items():
+            self.sums[name] = self.sums.get(name, 0) + t.sum(0)
+            self.cross[name] = self.cross.get(name, 0) + x.T @ t  # [d_in, d_t]
+
+    def ridge(self, target: str, alpha: float = 1.0) -> Float[Tensor, "d_out d_in"]:
+        """The ridge regression (with intercept) coefficients from x to `target`, sklearn's `coef_` layout."""
+        mean_x, mean_t = self.sums["x"] / self.n, self.sums[target] / self.n
+        gram = self.cross["x"] - self.n * torch.outer(mean_x, mean_x)  # centred x.T x
+        cov = self.cross[target] - self.n * torch.outer(mean_x, mean_t)  # centred x.T y
+        return torch.linalg.solve(gram + alpha * torch.eye(gram.shape[0], dtype=gram.dtype), cov).T
+
+
 def ridge_map(x: Float[Tensor, "n d_in"], y: Float[Tensor, "n d_out"], alpha: float = 1.0) -> Float[Tensor, "d_out d_in"]:
     """The ridge regression (with intercept) coefficients from x to y, sklearn's `coef_` layout."""
-    x = x.double() - x.double().mean(0)
-    y = y.double() - y.double().mean(0)
-    gram = x.T @ x + alpha * torch.eye(x.shape[1], dtype=torch.float64)
-    return torch.linalg.solve(gram, x.T @ y).T
+    m = Moments()
+    m.add(x, y=y)
+    return m.ridge("y", alpha)
 
 
 def median_rotation(linear_map: Float[Tensor, "d d"]) -> float:

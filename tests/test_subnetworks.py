@@ -132,6 +132,12 @@ def test_ridge_map_matches_sklearn_and_rotations():
     ours = sn.ridge_map(x, y, alpha=1.0)
     ref = Ridge(alpha=1.0, fit_intercept=True).fit(x.numpy(), y.numpy()).coef_
     assert np.allclose(ours.numpy(), ref, atol=1e-8)
+    streamed = sn.Moments()  # chunk by chunk, an offset mean (as residual streams have) and two targets
+    for i in range(0, 300, 70):
+        streamed.add(x[i: i + 70].double() + 50, y=y[i: i + 70], z=2 * y[i: i + 70])
+    assert streamed.n == 300
+    assert np.allclose(streamed.ridge("y").numpy(), ref, atol=1e-8)
+    assert np.allclose(streamed.ridge("z").numpy(), 2 * ref, atol=1e-8)
     c, s = math.cos(math.radians(30)), math.sin(math.radians(30))
     rot = torch.block_diag(*[torch.tensor([[c, -s], [s, c]])] * 3)
     assert sn.median_rotation(rot) == pytest.approx(30.0)
