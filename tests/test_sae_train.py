@@ -123,13 +123,15 @@ def test_data_parallel_matches_one_process(store, tmp_path):
         # Under a saturated machine a gloo rank sometimes dies at teardown ("terminate called without an
         # active exception", SIGABRT) or the group fails; one fresh retry keeps this a test of the results.
         for attempt in range(2):
-            two = tmp_path / f"two_{kind}_{attempt}"
+            two, logs = tmp_path / f"two_{kind}_{attempt}", tmp_path / f"logs_{kind}_{attempt}"
             r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                                "--redirects", "3", "--log-dir", str(logs),  # each rank's output in its own file
                                 "-m", "interp.cli", "sae", "train", *common, "--kind", kind, "--out", str(two)],
                                env=env, capture_output=True, text=True, timeout=300)
             if r.returncode == 0:
                 break
-        assert r.returncode == 0, r.stderr[-4000:]
+        ranks = "".join(f"\n--- {p.relative_to(logs)}\n{p.read_text()[-1500:]}" for p in sorted(logs.rglob("std*.log")))
+        assert r.returncode == 0, r.stderr[-2000:] + ranks
         a, b = load_sae(one / "sae"), load_sae(two / "sae")
         assert (a.W_enc - b.W_enc).abs().max() < 1e-4 and (a.W_dec - b.W_dec).abs().max() < 1e-4
         fa = [m["fvu"] for m in Run(one).metrics()]
