@@ -8,7 +8,8 @@ rules' own doing. ReLU-L1 steers its L1 coefficient to the same mean L0 (k). Two
 auxiliary losses: TopK with aux_k and Feature Choice with aux_zipf (full mode).
 
 Claims (held-out tokens; the batch rules measured as trained, over batches of `batch_size`):
-1. Feature and Mutual Choice leave fewer dead features than TopK.
+1. Feature and Mutual Choice leave fewer dead features than TopK (dead: never active on the held-out
+   tokens; also reported, dead in training = silent for a whole pass over the training tokens).
 2. At equal mean L0 their FVU is no worse than TopK's (within `fvu_margin`).
 3. Adaptive allocation: under TopK every token has exactly k features; under Mutual / Feature
    Choice the count varies with the token (reported: quantiles and the histogram, plotted).
