@@ -130,8 +130,8 @@ def test_data_parallel_matches_one_process(store, tmp_path):
                                env=env, capture_output=True, text=True, timeout=300)
             if r.returncode == 0:
                 break
-        ranks = "".join(f"\n--- {p.relative_to(logs)}\n{p.read_text()[-1500:]}" for p in sorted(logs.rglob("std*.log")))
-        assert r.returncode == 0, r.stderr[-2000:] + ranks
+        assert r.returncode == 0, r.stderr[-2000:] + "".join(  # every rank's tail, read only on failure
+            f"\n--- {p.relative_to(logs)}\n{p.read_text()[-1500:]}" for p in sorted(logs.rglob("std*.log")))
         a, b = load_sae(one / "sae"), load_sae(two / "sae")
         assert (a.W_enc - b.W_enc).abs().max() < 1e-4 and (a.W_dec - b.W_dec).abs().max() < 1e-4
         fa = [m["fvu"] for m in Run(one).metrics()]
