@@ -76,6 +76,10 @@ class Config:
     """AdamW learning rate of the 3-layer AdamW run."""
     sgd_lr: float = 0.1
     """SGD learning rate of the 3-layer SGD run (momentum 0.9)."""
+    beta2: float = 0.999
+    """AdamW second-moment decay (the paper's code: 0.99)."""
+    weight_decay: float = 0.0
+    """AdamW / SGD weight decay (the paper's code: 1e-4)."""
     eval_every: int = 50
     """Steps between probes (metrics.jsonl lines)."""
     eval_batch: int = 256
@@ -118,7 +122,7 @@ def train_variant(cfg: Config, variant: str, folder: str, quiet: bool = True) ->
     tcfg = TrainConfig(
         steps=cfg.deep_steps if deep else cfg.steps, batch_size=cfg.batch_size,
         lr=cfg.sgd_lr if opt == "sgd" else cfg.deep_lr if deep else cfg.lr, optimizer=opt, momentum=0.9,
-        eval_every=cfg.eval_every, checkpoint_every=500, seed=cfg.seed,
+        beta2=cfg.beta2, weight_decay=cfg.weight_decay, eval_every=cfg.eval_every, checkpoint_every=500, seed=cfg.seed,
     )
     run = Run(Path(folder))
     history = train(
