@@ -8,8 +8,8 @@ import torch
 from interp import InterpError
 from interp.sae import SAE, SAEConfig
 from interp.sae.io import load_sae, save_sae
-from interp.sae.losses import aux_reconstruction_loss, zipf_targets
-from interp.sae.models import fc_capacity, select_feature_choice, select_mutual_choice, select_topk
+from interp.sae.losses import aux_reconstruction_loss
+from interp.sae.models import fc_capacity, select_feature_choice, select_mutual_choice, select_topk, zipf_targets
 
 # Hand-built pre-activations: 3 tokens x 4 features, all entries distinct.
 PRE = torch.tensor([[0.9, 0.1, 0.5, -0.2],
@@ -41,6 +41,28 @@ def test_feature_choice_columns_keep_at_most_m_on_random_batches():
     rows, cols = select_feature_choice(pre, 4)
     per_feature = torch.bincount(cols, minlength=96)
     assert (per_feature <= fc_capacity(96, 4, 64)).all() and per_feature.sum() == 4 * 64
+
+
+def test_zipf_capacity_follows_density_rank_and_keeps_the_budget():
+    # k = 2, batch 3, density ranks f1 > f3 > f2 > f0: wants 2.88, 1.44, 0.96, 0.72 -> [1, 3, 1, 1]
+    density = torch.tensor([0.0, 0.5, 0.1, 0.3])
+    assert fc_capacity(4, 2, 3, density).tolist() == [1, 3, 1, 1]
+    density = torch.rand(500, generator=torch.Generator().manual_seed(0))
+    m = fc_capacity(500, 16, 128, density)
+    by_rank = m[density.argsort(descending=True)]
+    assert m.sum() == 16 * 128 and m.max() == 128 and (by_rank[:-1] >= by_rank[1:]).all()
+    pre = torch.randn(128, 500, generator=torch.Generator().manual_seed(1))
+    rows, cols = select_feature_choice(pre, 16, density=density)
+    assert (torch.bincount(cols, minlength=500) == m).all()  # no ties: every feature fills its capacity
+
+
+def test_feature_choice_zipf_encodes_with_the_sae_density():
+    sae = SAE(SAEConfig(d_in=8, d_sae=32, kind="feature_choice", k=4, fc_capacity="zipf"), seed=0).train()
+    sae.density.copy_(torch.linspace(1, 0, 32) ** 3)
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+    per_feature = torch.bincount(sae.encode(x).cols, minlength=32)
+    assert per_feature.sum() == 4 * 64 and (per_feature == fc_capacity(32, 4, 64, sae.density)).all()
+    assert per_feature[0] > per_feature[-1]
 
 
 def test_mutual_choice_equals_sae_lens_batchtopk():
@@ -105,6 +127,8 @@ def test_zipf_targets_sum_to_k_and_follow_rank():
     density = torch.tensor([0.0, 0.5, 0.1, 0.3])
     t = zipf_targets(density, k=1.0)
     assert torch.isclose(t.sum(), torch.tensor(1.0)) and t[1] > t[3] > t[2] > t[0]
+    t = zipf_targets(density, k=3.0)  # 1 : 1/2 : 1/3 : 1/4 scaled to 3 puts the top at 1.44: it caps at 1, the rest take 2
+    assert torch.isclose(t.sum(), torch.tensor(3.0)) and t[1] == 1 and torch.allclose(t[[3, 2, 0]], torch.tensor([6, 4, 3]) / 6.5)
 
 
 def _trained_thresholds(kind: str) -> tuple[SAE, torch.Tensor]:
@@ -141,6 +165,8 @@ def test_bad_config_and_input_errors():
         SAE(SAEConfig(d_in=8, d_sae=64, k=100))
     with pytest.raises(InterpError, match="Unknown SAE kind"):
         SAE(SAEConfig(kind="gated"))
+    with pytest.raises(InterpError, match="Feature Choice capacity"):
+        SAE(SAEConfig(kind="feature_choice", fc_capacity="linear"))
     with pytest.raises(InterpError, match="d_in = 8"):
         SAE(SAEConfig(d_in=8, d_sae=16, k=2)).encode(torch.randn(3, 9))
 
@@ -165,6 +191,18 @@ def test_sae_lens_loads_our_files_and_encodes_identically(kind, tmp_path):
     assert (z_ref - ours.dense_encode(x)).abs().max() < 1e-5
     assert (z_ref - sae.dense_encode(x)).abs().max() < 1e-5
     assert (lens.decode(z_ref) - ours.decode(ours.encode(x))).abs().max() < 1e-5
+
+
+def test_feature_density_round_trips_in_sae_lens_sparsity_file(tmp_path):
+    from safetensors.torch import load_file
+
+    sae = SAE(SAEConfig(d_in=8, d_sae=16, kind="feature_choice", k=2, fc_capacity="zipf"))
+    sae.density.copy_(torch.tensor([0.5, 0.0] + [1e-3 * i for i in range(14)]))
+    save_sae(sae, tmp_path / "sae")
+    log_density = load_file(str(tmp_path / "sae" / "sparsity.safetensors"))["sparsity"]  # SAELens: log10(density + 1e-10)
+    assert torch.allclose(log_density, torch.log10(sae.density + 1e-10))
+    back = load_sae(tmp_path / "sae")
+    assert back.cfg.fc_capacity == "zipf" and torch.allclose(back.density, sae.density, rtol=1e-5, atol=1e-9)
 
 
 def test_loading_foreign_or_broken_sae_files(tmp_path):

@@ -97,7 +97,7 @@ def test_auxiliary_losses_train_the_dead_features(store, aux):
         c = cfg(store, kind="topk", **{"aux_k_coef": 0.0, aux: coef})
         sae, opt, state = build(c, open_store(store))
         state["since_fired"][32:] = c.dead_tokens
-        state["density"][:32] = 0.1
+        sae.density[:32] = 0.1
         x = next(open_store(store).batches(256, buffer_tokens=4096))[:6]  # 6 tokens x k = 4: most features idle
         before = sae.W_dec.detach().clone()
         with torch.no_grad():

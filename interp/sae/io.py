@@ -6,7 +6,9 @@ Architectures: topk → "topk" (with k), relu → "standard", mutual_choice / fe
 with their learned per-feature thresholds (a feature never selected in training has threshold +inf:
 it never fires). `sae_lens.SAE.load_from_disk(folder)` (sae-lens 6.54) loads every one of them and
 encodes / decodes as we do. Our own fields (kind, k, training numbers) sit under the "interp" key,
-which SAELens ignores; `load_sae` also reads SAELens files written by other tools.
+which SAELens ignores; `load_sae` also reads SAELens files written by other tools. The running firing
+density per feature goes to `sparsity.safetensors` as SAELens writes it ("sparsity": log10(density +
+1e-10)); Feature Choice with Zipf capacities needs it to allocate as in training.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def save_sae(sae: SAE, folder: str | Path, extra: dict | None = None) -> Path:
         "architecture": ARCHITECTURE[c.kind], "d_in": c.d_in, "d_sae": c.d_sae, "dtype": "float32", "device": "cpu",
         "apply_b_dec_to_input": True, "normalize_activations": "none", "reshape_activations": "none",
         "metadata": {"model_name": c.model_name, "hook_name": c.hook_name, "sae_lens_version": SAE_LENS_VERSION},
-        "interp": {"kind": c.kind, "k": c.k, "threshold_lr": c.threshold_lr, "max_norm": c.max_norm, **(extra or {})},
+        "interp": {"kind": c.kind, "k": c.k, "threshold_lr": c.threshold_lr, "fc_capacity": c.fc_capacity, "max_norm": c.max_norm, **(extra or {})},
     }
     if c.kind == "topk":
         cfg.update(k=c.k, rescale_acts_by_decoder_norm=False)
@@ -43,6 +45,7 @@ def save_sae(sae: SAE, folder: str | Path, extra: dict | None = None) -> Path:
     tensors = {k: v.float().cpu().contiguous() for k, v in tensors.items()}
     with atomic_dir(folder) as tmp:
         save_file(tensors, str(tmp / "sae_weights.safetensors"))
+        save_file({"sparsity": torch.log10(sae.density.detach().float().cpu() + 1e-10)}, str(tmp / "sparsity.safetensors"))
         write_json(tmp / "cfg.json", cfg)
     return Path(folder)
 
@@ -83,7 +86,8 @@ def load_sae(folder: str | Path, device: str = "cpu") -> SAE:
                               f"want {shapes[k]}. The config and weights come from different SAEs.")
     k = int(cfg.get("k", ours.get("k", min(32, d_sae))))
     meta = cfg.get("metadata", {})
-    sae = SAE(SAEConfig(d_in=d_in, d_sae=d_sae, kind=kind, k=k, threshold_lr=ours.get("threshold_lr", 0.01), max_norm=ours.get("max_norm", 0.0),
+    sae = SAE(SAEConfig(d_in=d_in, d_sae=d_sae, kind=kind, k=k, threshold_lr=ours.get("threshold_lr", 0.01),
+                        fc_capacity=ours.get("fc_capacity", "uniform"), max_norm=ours.get("max_norm", 0.0),
                         model_name=meta.get("model_name", "") or "", hook_name=meta.get("hook_name", "") or ""))
     with torch.no_grad():
         sae.W_enc.copy_(tensors["W_enc"].T)
@@ -92,4 +96,9 @@ def load_sae(folder: str | Path, device: str = "cpu") -> SAE:
         sae.b_dec.copy_(tensors["b_dec"])
         if arch == "jumprelu":
             sae.threshold.copy_(tensors["threshold"])
+        sparsity = folder / "sparsity.safetensors"
+        if sparsity.exists():
+            log_density = load_file(str(sparsity)).get("sparsity")
+            if log_density is not None and log_density.shape == (d_sae,):
+                sae.density.copy_((10 ** log_density.double() - 1e-10).clamp(min=0).float())
     return sae.to(device).eval()

@@ -9,7 +9,8 @@
 - `aux_zipf_loss` (Ayonrinde 2024): the paper describes it as generalising aux_k from dead features
   to under-used ones, with feature densities expected to follow a Zipf law. Our reading, since the
   paper's formula is not public: rank features by their running density; feature of rank r gets the
-  target density t_r ∝ 1/r, scaled so Σ t_r = k (the mean L0), capped at 1. Features whose density
+  target density t_r ∝ 1/r, scaled so Σ t_r = k (the mean L0), capped at 1 with the excess re-spread
+  (`interp.sae.models.zipf_targets`, which Feature Choice's Zipf capacities use too). Features whose density
   is below `underuse` × their target are "under-used" and play the role of aux_k's dead features.
   With underuse → 0 it is aux_k.
 - L1 (ReLU SAEs): Σ_f z_f ‖W_dec[f]‖, averaged over tokens.
@@ -18,7 +19,6 @@
 from __future__ import annotations
 
 import torch
-from jaxtyping import Float
 from torch import Tensor
 
 from interp.sae.models import SAE, Codes, select_topk
@@ -27,15 +27,6 @@ from interp.sae.models import SAE, Codes, select_topk
 def l1_penalty(sae: SAE, codes: Codes) -> Tensor:
     norms = sae.W_dec.norm(dim=1)
     return (codes.values * norms[codes.cols]).sum() / codes.n_tokens
-
-
-def zipf_targets(density: Float[Tensor, " d_sae"], k: float, exponent: float = 1.0) -> Float[Tensor, " d_sae"]:
-    """Target firing density per feature: ∝ rank^-exponent by current density, Σ = k, capped at 1."""
-    d_sae = density.numel()
-    ranks = torch.empty(d_sae, device=density.device)
-    ranks[torch.argsort(density, descending=True, stable=True)] = torch.arange(1, d_sae + 1, device=density.device, dtype=ranks.dtype)
-    t = ranks.pow(-exponent)
-    return (t * (k / t.sum())).clamp(max=1.0)
 
 
 def aux_reconstruction_loss(sae: SAE, x: Tensor, x_hat: Tensor, pre: Tensor, pool: Tensor, k_aux: int,

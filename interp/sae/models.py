@@ -8,9 +8,12 @@ Rules (`kind`), all with mean L0 = k per token except ReLU-L1:
 - `topk`: every token keeps its k largest pre-activations (Gao et al. 2024).
 - `mutual_choice`: the k·batch largest entries of the whole token × feature matrix (Ayonrinde 2024);
   the same rule as BatchTopK (Bussmann et al. 2024).
-- `feature_choice`: every feature takes its m largest tokens of the batch, m = k·batch / d_sae
-  (Ayonrinde 2024). The paper's text names the rule but not how m is set per feature; we give every
-  feature the same capacity, Σm = k·batch, with the remainder spread over the first features.
+- `feature_choice`: every feature f takes its m_f largest tokens of the batch, Σ m_f = k·batch
+  (Ayonrinde 2024). The paper's text names the rule but not how m_f is set per feature, so both
+  readings are here (`fc_capacity`): `uniform`, m_f = k·batch / d_sae for every feature (remainder to
+  the first features); `zipf`, the paper's assumption that feature densities follow a Zipf law turned
+  into capacities: the feature ranked r by its running firing density gets m_f ∝ 1/r (at most the
+  batch, the rest re-spread), so frequent features may fire on many tokens and rare ones on few.
 - `relu`: ReLU + L1 on the activations (weighted by the decoder norms), the classic baseline.
 A selected entry keeps ReLU(pre), so a selected negative pre-activation contributes nothing.
 
@@ -54,6 +57,8 @@ class SAEConfig:
     """Mean active features per token (topk: per token; mutual/feature choice: k·batch in total)."""
     threshold_lr: float = 0.01
     """Rate of the per-feature inference thresholds' moving average (batch rules)."""
+    fc_capacity: str = "uniform"
+    """Feature Choice: tokens per feature, uniform (k·batch/d_sae each) or zipf (∝ 1/rank by firing density)."""
     model_name: str = ""
     """Model the SAE reads (metadata for SAELens)."""
     hook_name: str = ""
@@ -64,6 +69,8 @@ class SAEConfig:
     def check(self) -> None:
         if self.kind not in KINDS:
             raise InterpError(f"Unknown SAE kind {self.kind!r}: choose one of {', '.join(KINDS)}.")
+        if self.fc_capacity not in ("uniform", "zipf"):
+            raise InterpError(f"Unknown Feature Choice capacity {self.fc_capacity!r}: choose uniform or zipf.")
         if self.d_in <= 0 or self.d_sae <= 0:
             raise InterpError(f"d_in and d_sae must be positive, got {self.d_in} and {self.d_sae}.")
         if self.kind != "relu" and not 0 < self.k <= self.d_sae:
@@ -131,19 +138,43 @@ def select_mutual_choice(pre: Float[Tensor, "batch d_sae"], k: int, gather=None)
     return rows, cols
 
 
-def fc_capacity(d_sae: int, k: int, batch: int) -> Int[Tensor, " d_sae"]:
-    """Tokens each feature may take: Σ = k·batch, as equal as integers allow."""
+def zipf_targets(density: Float[Tensor, " d_sae"], k: float, exponent: float = 1.0) -> Float[Tensor, " d_sae"]:
+    """Target firing density per feature: ∝ rank^-exponent by current density (ties by index), capped
+    at 1 with the excess re-spread over the others (water-filling), so Σ = k whenever k ≤ d_sae."""
+    d_sae = density.numel()
+    ranks = torch.empty(d_sae, device=density.device)
+    ranks[torch.argsort(density, descending=True, stable=True)] = torch.arange(1, d_sae + 1, device=density.device, dtype=ranks.dtype)
+    t = ranks.pow(-exponent)
+    capped = torch.zeros(d_sae, dtype=torch.bool, device=density.device)
+    while True:  # the capped set grows from the top ranks; a few rounds at most
+        scale = (k - capped.sum()) / t[~capped].sum()
+        over = ~capped & (t * scale > 1)
+        if not over.any():
+            return torch.where(capped, torch.ones_like(t), t * scale)
+        capped |= over
+
+
+def fc_capacity(d_sae: int, k: int, batch: int, density: Tensor | None = None) -> Int[Tensor, " d_sae"]:
+    """Tokens each feature may take, Σ = k·batch: as equal as integers allow, or (given the running
+    firing `density` per feature) Zipf by density rank, rounded by largest remainders, at most `batch`."""
     total = k * batch
-    m = torch.full((d_sae,), total // d_sae, dtype=torch.long)
-    m[: total % d_sae] += 1
+    if density is None:
+        m = torch.full((d_sae,), total // d_sae, dtype=torch.long)
+        m[: total % d_sae] += 1
+        return m
+    want = zipf_targets(density.float().cpu(), k).double() * batch
+    m = want.floor().long()
+    extra = total - int(m.sum())
+    if extra > 0:
+        m[(want - m).topk(extra).indices] += 1
     return m
 
 
-def select_feature_choice(pre: Float[Tensor, "batch d_sae"], k: int, gather=None) -> tuple[Tensor, Tensor]:
-    """Feature f takes its m_f largest tokens of the (global) batch."""
+def select_feature_choice(pre: Float[Tensor, "batch d_sae"], k: int, gather=None, density: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Feature f takes its m_f largest tokens of the (global) batch (`fc_capacity`)."""
     world = 1 if gather is None else gather(torch.ones(1, device=pre.device)).numel()
     batch, d_sae = pre.shape
-    m = fc_capacity(d_sae, k, batch * world).to(pre.device)
+    m = fc_capacity(d_sae, k, batch * world, density).to(pre.device)
     m_max = int(min(m.max().item(), batch))
     if m_max == 0:
         empty = torch.zeros(0, dtype=torch.long, device=pre.device)
@@ -237,6 +268,8 @@ class SAE(nn.Module):
         self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
         # Per-feature inference thresholds of the batch rules; inf until a feature is first selected.
         self.register_buffer("threshold", torch.full((cfg.d_sae,), float("inf")))
+        # Running share of tokens each feature fires on (the trainer updates it; Zipf capacities rank by it).
+        self.register_buffer("density", torch.zeros(cfg.d_sae))
 
     def check_input(self, x: Tensor) -> None:
         if x.ndim != 2 or x.shape[1] != self.cfg.d_in:
@@ -264,7 +297,7 @@ class SAE(nn.Module):
             elif kind == "mutual_choice":
                 rows, cols = select_mutual_choice(pre, k, gather)
             else:
-                rows, cols = select_feature_choice(pre, k, gather)
+                rows, cols = select_feature_choice(pre, k, gather, self.density if self.cfg.fc_capacity == "zipf" else None)
             if skip is not None:
                 keep = ~skip[rows]
                 rows, cols = rows[keep], cols[keep]

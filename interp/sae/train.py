@@ -31,7 +31,7 @@ from interp.fsutil import write_atomic
 from interp.runs import Run
 from interp.sae import losses
 from interp.sae.io import save_sae
-from interp.sae.models import SAE, SAEConfig
+from interp.sae.models import SAE, SAEConfig, zipf_targets
 from interp.store import open_store
 
 
@@ -45,6 +45,8 @@ class TrainConfig:
     """d_sae = expansion × d_in."""
     k: int = 32
     """Mean active features per token (topk, mutual_choice, feature_choice)."""
+    fc_capacity: str = "uniform"
+    """Feature Choice: tokens per feature, uniform (k·batch/d_sae each) or zipf (∝ 1/rank by firing density)."""
     batch_size: int = 4096
     """Tokens per step, over all data-parallel ranks together."""
     tokens: int = 0
@@ -195,7 +197,7 @@ def build(cfg: TrainConfig, store, d: Dist | None = None) -> tuple[SAE, torch.op
     m = store.manifest
     sample = store.read(0, min(cfg.stats_tokens, store.n_tokens))  # [n, d_in], read once
     mean, variance, max_norm = _data_stats(sample, cfg)
-    sae_cfg = SAEConfig(d_in=store.d_in, d_sae=cfg.expansion * store.d_in, kind=cfg.kind, k=cfg.k,
+    sae_cfg = SAEConfig(d_in=store.d_in, d_sae=cfg.expansion * store.d_in, kind=cfg.kind, k=cfg.k, fc_capacity=cfg.fc_capacity,
                         threshold_lr=cfg.threshold_lr, model_name=m["model"], hook_name=m["hook"], max_norm=max_norm)
     sae_cfg.check()
     sae = SAE(sae_cfg, seed=cfg.seed).to(cfg.device)
@@ -208,7 +210,7 @@ def build(cfg: TrainConfig, store, d: Dist | None = None) -> tuple[SAE, torch.op
             rank = max(1, min(pre.shape[0], round((1 - density) * pre.shape[0])))
             sae.b_enc.copy_(-pre.kthvalue(rank, dim=0).values)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=6.25e-10)
-    state = {"since_fired": torch.zeros(sae_cfg.d_sae, dtype=torch.long), "density": torch.zeros(sae_cfg.d_sae),
+    state = {"since_fired": torch.zeros(sae_cfg.d_sae, dtype=torch.long),
              "l1_coef": torch.tensor(cfg.l1_coef), "variance": variance, "outliers": torch.tensor(0)}
     sae.train()
     return sae, opt, state
@@ -243,7 +245,7 @@ def train_step(sae: SAE, opt, x: Float[Tensor, "batch d_in"], cfg: TrainConfig, 
     ok = slice(None) if skip is None else ~skip
     for name, coef, pool in (("aux_k", cfg.aux_k_coef, lambda: dead),
                              ("aux_zipf", cfg.aux_zipf_coef,
-                              lambda: state["density"] < cfg.zipf_underuse * losses.zipf_targets(state["density"], cfg.k))):
+                              lambda: sae.density < cfg.zipf_underuse * zipf_targets(sae.density, cfg.k))):
         if coef and cfg.kind != "relu":
             members = pool().to(x.device)
             if d.sum(members.any().float()[None]).item() == 0:  # no rank has a pool: nothing to compute
@@ -266,13 +268,13 @@ def train_step(sae: SAE, opt, x: Float[Tensor, "batch d_in"], cfg: TrainConfig, 
     state["since_fired"] += int(n_kept)
     state["since_fired"][fired > 0] = 0
     beta = min(1.0, n_kept / cfg.dead_tokens)
-    state["density"].mul_(1 - beta).add_(beta * fired.float() / max(n_kept, 1.0))
+    sae.density.mul_(1 - beta).add_(beta * fired.float().to(sae.density.device) / max(n_kept, 1.0))
     sums = d.sum(torch.stack([err.sum().detach(), (codes.values > 0).sum().float(), *(v.detach() for v in parts.values())]).cpu())
     l0 = sums[1].item() / max(n_kept, 1.0)
     if cfg.kind == "relu" and cfg.target_l0:  # multiplicative controller on the L1 coefficient
         state["l1_coef"] *= math.exp(0.02 * math.tanh(math.log(max(l0, 1e-3) / cfg.target_l0)))
     out = {"mse": sums[0].item() / max(n_kept, 1.0), "fvu": sums[0].item() / max(n_kept, 1.0) / float(variance), "l0": l0,
-           "dead": int(dead.sum()), "dense": int((state["density"] > cfg.dense_density).sum()),
+           "dead": int(dead.sum()), "dense": int((sae.density > cfg.dense_density).sum()),
            "outliers": int(state["outliers"]),
            **{k: sums[2 + i].item() / d.world for i, k in enumerate(parts)}}
     if cfg.kind == "relu":
