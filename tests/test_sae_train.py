@@ -117,16 +117,17 @@ def test_data_parallel_matches_one_process(store, tmp_path):
     common = ["--store", str(store), "--expansion", "4", "--k", "4", "--batch-size", "256", "--tokens", str(256 * 6),
               "--buffer-tokens", "4096", "--stats-tokens", "4096", "--threads", "1", "--quiet"]
     env = {**os.environ, "WANDB_MODE": "disabled", "INTERP_RUNS": str(tmp_path / "runs")}
-    for kind in ("topk", "mutual_choice"):
+    # Feature Choice with Zipf capacities: the batch rule whose cross-rank selection has the most parts.
+    for kind, *rule in (("topk",), ("mutual_choice",), ("feature_choice", "--fc-capacity", "zipf")):
         one = tmp_path / f"one_{kind}"
-        assert main(["sae", "train", *common, "--kind", kind, "--out", str(one)]) == 0
+        assert main(["sae", "train", *common, "--kind", kind, *rule, "--out", str(one)]) == 0
         # Under a saturated machine a gloo rank sometimes dies at teardown ("terminate called without an
         # active exception", SIGABRT) or the group fails; one fresh retry keeps this a test of the results.
         for attempt in range(2):
             two, logs = tmp_path / f"two_{kind}_{attempt}", tmp_path / f"logs_{kind}_{attempt}"
             r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                                 "--redirects", "3", "--log-dir", str(logs),  # each rank's output in its own file
-                                "-m", "interp.cli", "sae", "train", *common, "--kind", kind, "--out", str(two)],
+                                "-m", "interp.cli", "sae", "train", *common, "--kind", kind, *rule, "--out", str(two)],
                                env=env, capture_output=True, text=True, timeout=300)
             if r.returncode == 0:
                 break

@@ -171,21 +171,36 @@ def fc_capacity(d_sae: int, k: int, batch: int, density: Tensor | None = None) -
 
 
 def select_feature_choice(pre: Float[Tensor, "batch d_sae"], k: int, gather=None, density: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Feature f takes its m_f largest tokens of the (global) batch (`fc_capacity`)."""
+    """Feature f takes its m_f largest tokens of the (global) batch (`fc_capacity`). Features are
+    grouped by capacity (cut at its 90th and 99th percentiles) and each group gets its own top-m, so
+    Zipf capacities, where a handful of features may take the whole batch, stay cheap."""
     world = 1 if gather is None else gather(torch.ones(1, device=pre.device)).numel()
-    batch, d_sae = pre.shape
-    m = fc_capacity(d_sae, k, batch * world, density).to(pre.device)
-    m_max = int(min(m.max().item(), batch))
-    if m_max == 0:
-        empty = torch.zeros(0, dtype=torch.long, device=pre.device)
-        return empty, empty
-    top = pre.T.contiguous().topk(m_max, dim=1).values  # [d_sae, m_max], sorted descending
-    if gather is not None:  # every rank's local top-m, then each feature's m-th largest overall
-        top = gather(top.T.contiguous()).reshape(world * m_max, d_sae).T.sort(dim=1, descending=True).values
-    kth = top.gather(1, (m.clamp(min=1) - 1).clamp(max=top.shape[1] - 1)[:, None]).squeeze(1)  # [d_sae]
-    kth = torch.where(m > 0, kth, torch.full_like(kth, float("inf")))
+    d_sae = pre.shape[1]
+    m = fc_capacity(d_sae, k, pre.shape[0] * world, density).to(pre.device)
+    pre_t = pre.T.contiguous()  # [d_sae, batch]
+    edges = m.float().quantile(torch.tensor([0.9, 0.99], device=m.device)).ceil().long().unique().tolist()
+    groups = torch.bucketize(m, torch.tensor(edges, device=m.device))  # identical on every rank (so is m)
+    if (groups == 0).all():  # uniform capacities: one group, no copy
+        kth = _mth_largest(pre_t, m, gather, world)
+    else:
+        kth = torch.empty(d_sae, dtype=pre.dtype, device=pre.device)
+        for g in range(len(edges) + 1):
+            idx = (groups == g).nonzero().squeeze(1)
+            kth[idx] = _mth_largest(pre_t[idx], m[idx], gather, world)
     rows, cols = (pre >= kth).nonzero(as_tuple=True)
     return rows, cols
+
+
+def _mth_largest(pre_t: Float[Tensor, "n batch"], m: Int[Tensor, " n"], gather, world: int) -> Float[Tensor, " n"]:
+    """Each row's m-th largest value over the global batch; +inf where m = 0 (the row takes nothing)."""
+    m_max = int(min(m.max().item(), pre_t.shape[1])) if m.numel() else 0
+    if m_max == 0:
+        return torch.full((m.numel(),), float("inf"), dtype=pre_t.dtype, device=pre_t.device)
+    top = pre_t.topk(m_max, dim=1).values  # [n, m_max], sorted descending
+    if gather is not None:  # every rank's local top-m, then each row's m-th largest overall
+        top = gather(top.T.contiguous()).reshape(world * m_max, -1).T.sort(dim=1, descending=True).values
+    kth = top.gather(1, (m.clamp(min=1) - 1).clamp(max=top.shape[1] - 1)[:, None]).squeeze(1)
+    return torch.where(m > 0, kth, torch.full_like(kth, float("inf")))
 
 
 # ------------------------------------------------------------------ sparse autograd pieces
