@@ -4,6 +4,7 @@
 
 Same d_in (576), d_sae (4608), k (32), batch (4096 tokens), Adam and float32 for every mode:
   ours_topk, ours_mutual_choice, ours_feature_choice   `interp.sae.train.train_step`, the trainer's own step
+  ours_feature_choice_zipf                             the same, Feature Choice with Zipf capacities
   sae_lens_topk                                        `sae_lens.SAETrainer.step` with a TopKTrainingSAE
 Both sides have their TopK auxiliary loss on (it only costs work once features die, so it is idle
 here). Modes run round-robin in one process, on batches read from the store; the table gives the
@@ -36,7 +37,7 @@ from interp.sae.train import TrainConfig, build, train_step
 from interp.store import StoreWriter, open_store
 
 D_IN, D_SAE, K, BATCH = 576, 4608, 32, 4096
-OURS = ("topk", "mutual_choice", "feature_choice")
+OURS = ("topk", "mutual_choice", "feature_choice", "feature_choice_zipf")
 
 
 def synthetic_store(folder: Path, n_tokens: int = 8 * BATCH) -> Path:
@@ -73,7 +74,8 @@ def make_steppers(store_dir: str, modes: list[str], device: str) -> dict:
     steppers = {}
     for mode in modes:
         if mode.startswith("ours_"):
-            cfg = TrainConfig(store=store_dir, kind=mode[5:], expansion=D_SAE // D_IN, k=K, batch_size=BATCH, device=device)
+            kind, capacity = mode[5:].removesuffix("_zipf"), "zipf" if mode.endswith("_zipf") else "uniform"
+            cfg = TrainConfig(store=store_dir, kind=kind, fc_capacity=capacity, expansion=D_SAE // D_IN, k=K, batch_size=BATCH, device=device)
             sae, opt, state = build(cfg, store)
             steppers[mode] = lambda x, sae=sae, opt=opt, state=state, cfg=cfg: train_step(sae, opt, x, cfg, state)
         else:
