@@ -61,8 +61,8 @@ class Config:
     """Tokens per training step (and per batch when the batch rules are evaluated as trained)."""
     lr: float = 2e-3
     """Adam learning rate (at 5e-4 no rule leaves a dead feature within this budget, so claim 1 is untestable)."""
-    epochs: int = 4
-    """Passes over the training tokens."""
+    epochs: int = 16
+    """Passes over the training tokens (Feature Choice's FVU deficit shrinks with training: +0.017 at 4, +0.009 at 16)."""
     ce_sequences: int = 32
     """Held-out sequences for CE loss recovered and KL."""
     fvu_margin: float = 0.01
