@@ -84,6 +84,18 @@ def test_a_killed_run_resumes_on_the_same_curve(store, tmp_path, monkeypatch):
     a, b = load_sae(tmp_path / "whole" / "sae"), load_sae(tmp_path / "split" / "sae")
     assert torch.equal(a.W_enc, b.W_enc) and torch.equal(a.threshold, b.threshold)
 
+    # A checkpoint written before the running density moved from the trainer's stats onto the SAE resumes too.
+    monkeypatch.setattr(tr, "train_step", dying)
+    calls["n"] = 0
+    with pytest.raises(KeyboardInterrupt):
+        train_sae(c, Run(tmp_path / "old"), quiet=True)
+    monkeypatch.setattr(tr, "train_step", real)
+    ckpt = torch.load(tmp_path / "old" / "checkpoint.pt", weights_only=True)
+    ckpt["stats"]["density"] = ckpt["sae"].pop("density")
+    torch.save(ckpt, tmp_path / "old" / "checkpoint.pt")
+    train_sae(c, Run(tmp_path / "old"), quiet=True)
+    assert curve("old") == curve("whole")
+
 
 @pytest.mark.parametrize("aux", ["aux_k_coef", "aux_zipf_coef"])
 def test_auxiliary_losses_train_the_dead_features(store, aux):

@@ -299,6 +299,8 @@ def _resume(run: Run | None, sae: SAE, opt, stats: dict) -> int:
     if path is None or not path.exists():
         return 0
     state = torch.load(path, weights_only=True, map_location="cpu")
+    if "density" not in state["sae"]:  # a checkpoint from before the density moved from the stats onto the SAE
+        state["sae"]["density"] = state["stats"].get("density", sae.density)
     sae.load_state_dict(state["sae"])
     opt.load_state_dict(state["optimizer"])
     for k in stats:
