@@ -14,9 +14,10 @@ position, between a model's surprisal of the actual next token and the bigram's.
    the full model's loss with the subnetwork's weights zeroed against a random ablation of the same
    count in every matrix.
 3. Residual-stream rotation (no mask): per layer, ridge maps (α = 1, with intercept; the paper's
-   sklearn setting) from the hidden states to the input embeddings and to the final states (after
-   the final norm, as HF's last hidden state); the median |angle| of each map's eigenvalues. Layer 0
-   is the embedding output, layer l the residual after block l − 1.
+   sklearn setting) from the hidden states to the input embeddings and to the final states (the last
+   block's residual before the final norm: the paper's code overrides HF's last hidden state to take
+   it there, "to be comparable with other layers"); the median |angle| of each map's eigenvalues.
+   Layer 0 is the embedding output, layer l the residual after block l − 1.
 
 Choices the paper left open or that the CPU forced, and ours: the target interpolates the bigram with
 the unigram (see interp.subnetworks); the mask learning rate is 1e-2 (the paper's 5e-5 over up to
@@ -252,8 +253,8 @@ def _evaluate(model: Model, sub: sn.Subnetwork, held: torch.Tensor, bigram_s: to
 def residual_rotation(model: Model, seqs: torch.Tensor, alpha: float = 1.0, batch: int = 8) -> dict:
     """Median rotation of the ridge maps from each layer's residual to the input and to the output."""
     n = model.info.n_layers
-    names = ["blocks.0.hook_resid_pre", *[f"blocks.{l}.hook_resid_post" for l in range(n)], "ln_final.hook_out"]
-    moments = [sn.Moments() for _ in names[:-1]]  # streamed: 128k tokens × 31 layers would not fit in RAM
+    names = ["blocks.0.hook_resid_pre", *[f"blocks.{l}.hook_resid_post" for l in range(n)]]  # the last is the output
+    moments = [sn.Moments() for _ in names]  # streamed: 128k tokens × 31 layers would not fit in RAM
     for i in range(0, len(seqs), batch):
         got = {k: v.flatten(0, 1).float() for k, v in capture(model, seqs[i: i + batch], names).items()}  # [b * pos, d]
         for name, m in zip(names, moments):
