@@ -10,6 +10,8 @@ Positions are 0-indexed here: position 0 is the first token (the paper's k = 1).
 - `residual_norms`: ‖resid‖ per position.
 - `sink_delta_logit`: the sink key's pre-softmax score minus the mean score of the keys between the
   sink and the query (the query's own key excluded, as in Guo et al. 2024).
+- `sink_stats`: one pass over a model and a batch of texts giving all of the above per sample, layer
+  and head; `summarise_sinks` turns them into the per-layer numbers the sink claims read.
 - `classify_heads`: dormant = mostly sinks (α_0 > sink_threshold) and ablating it barely moves the
   loss (|Δloss| < loss_threshold); every other head is active. `head_activity` measures both on a
   model and a set of inputs and classifies.
@@ -152,3 +154,74 @@ def dormant_by_entropy(row: Float[Tensor, "..."], col: Float[Tensor, "..."], row
     """Heads flagged dormant from their pattern alone: low row entropy (each query attends to few keys)
     and high column entropy (the keys attended to are attended by all queries alike)."""
     return (row <= row_max) & (col >= col_min)
+
+
+# ------------------------------------------------------------------------- the sink-statistics pass
+
+SINK_HOOKS = ("attn.hook_v", "attn.hook_attn_scores", "attn.hook_pattern", "hook_resid_post")
+
+
+def sink_hook_names(n_layers: int) -> list[str]:
+    """The hooks `sink_stats_batch` reads, for every layer."""
+    return [f"blocks.{l}.{h}" for l in range(n_layers) for h in SINK_HOOKS]
+
+
+def sink_stats_batch(model, acts: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Per-sample sink statistics of every layer from one batch's captured `sink_hook_names` activations:
+    α [batch, layer, head, k], ‖v‖ [batch, layer, kv_head, pos], ‖W_O v‖ [batch, layer, head, pos],
+    ‖resid‖ [batch, layer, pos], Δlogit of the sink key [batch, layer, head]."""
+    per_layer: dict[str, list] = {k: [] for k in ("alpha", "v_norm", "wov_norm", "resid_norm", "delta_logit")}
+    for l in range(model.info.n_layers):
+        v = acts[f"blocks.{l}.attn.hook_v"]  # [batch, pos, kv_head, d_head]
+        per_layer["alpha"].append(alpha(acts[f"blocks.{l}.attn.hook_pattern"]))  # [batch, head, k]
+        per_layer["v_norm"].append(value_norms(v))  # [batch, kv_head, pos]
+        per_layer["wov_norm"].append(output_value_norms(v, model.W_O(l)))  # [batch, head, pos]
+        per_layer["resid_norm"].append(residual_norms(acts[f"blocks.{l}.hook_resid_post"]))  # [batch, pos]
+        per_layer["delta_logit"].append(sink_delta_logit(acts[f"blocks.{l}.attn.hook_attn_scores"]))  # [batch, head]
+    return {k: torch.stack(xs, dim=1).cpu() for k, xs in per_layer.items()}  # layer becomes dim 1
+
+
+def sink_stats(model, tokens: Int[Tensor, "batch pos"], batch_size: int = 16, backend: str = "transformer_lens",
+               quiet: bool = True) -> dict[str, Tensor]:
+    """`sink_stats_batch` over `tokens`, `batch_size` texts per forward pass; each value [sample, layer, ...]."""
+    from tqdm.auto import tqdm
+
+    from interp.hooks import run
+
+    names = sink_hook_names(model.info.n_layers)
+    parts: dict[str, list] = {}
+    for chunk in tqdm(tokens.split(batch_size), desc="forward passes", disable=quiet, leave=False):
+        _, acts = run(model, chunk, capture=names, backend=backend)
+        for k, v in sink_stats_batch(model, acts).items():
+            parts.setdefault(k, []).append(v)
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def summarise_sinks(m: dict[str, Tensor], epsilon: float = 0.3, first_late_layer: int = 12) -> dict:
+    """Numbers per layer / head and position from `sink_stats`, averaged over samples: Sink_k^ε by
+    position, α_0 (and its mean over layers ≥ `first_late_layer`), ‖resid_0‖ and ‖W_O v_0‖ against the
+    other positions (ratios of sample means), ‖v_0‖ against the median, Δlogit."""
+    rates = sink_rate(m["alpha"], epsilon)  # [k]
+    alpha_mean = m["alpha"].mean(0)  # [layer, head, k]
+    resid = m["resid_norm"].mean(0)  # [layer, pos]
+    wov = m["wov_norm"].mean(0)  # [layer, head, pos]
+    v = m["v_norm"].mean(0)  # [layer, kv_head, pos]
+    resid_vs_max = position0_ratio(m["resid_norm"], "max").median(0).values  # [layer]
+    wov_ratio = position0_ratio(wov, "median")  # [layer, head]
+    return {
+        "sink_rate": rates,
+        "sink_rate_pos0": rates[0].item(),
+        "sink_rate_next_highest": rates[1:].max().item(),
+        "sink_rate_next_highest_position": int(rates[1:].argmax()) + 1,
+        "alpha0": alpha_mean[:, :, 0],
+        "alpha0_by_layer": alpha_mean[:, :, 0].mean(1),
+        "alpha0_late_mean": alpha_mean[first_late_layer:, :, 0].mean().item(),
+        "resid_norm_by_pos": resid,
+        "resid_pos0_vs_max_by_layer": resid_vs_max,
+        "resid_pos0_vs_mean_by_layer": position0_ratio(resid, "mean"),
+        "wov_norm_by_pos": wov.mean(1),
+        "wov_pos0_vs_median": wov_ratio,
+        "wov_pos0_vs_median_by_layer": wov_ratio.median(1).values,
+        "v_pos0_vs_median": position0_ratio(v, "median"),
+        "delta_logit": m["delta_logit"].mean(0),
+    }

@@ -5,7 +5,7 @@
     interp hooks MODEL                     every hook name with its shape
     interp probe MODEL "text" --hook NAME  run the model on a text and show one activation
     interp list                            experiments with their papers and claims
-    interp run NAME [--quick] [--seed N] [--set key=value ...]
+    interp run NAME [--quick] [--seed N] [--set key=value ...] [--trainer.steps N ...]
     interp runs                            run folders and their status
     interp cache --model M --hook H --tokens N --out DIR   write activations to disk (for SAEs)
     interp sae train --store DIR [--kind topk] [--k 32] ...  train an SAE on a store (torchrun for data parallel)
@@ -13,20 +13,19 @@
     interp app [--port 8501]                                  the dashboard (Streamlit) on the stored runs
 
 `interp run` prints the claims table and, as its last line, the run folder. It exits 0 when every
-claim passed, 1 when one failed and 2 on an error.
+claim passed, 1 when one failed and 2 on an error. Settings are checked before any folder is made.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import importlib
 import json
 import os
-import pkgutil
+import signal
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
 
 from interp import InterpError
 
@@ -34,36 +33,47 @@ from interp import InterpError
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = _parser()
-    # `interp run NAME --help` documents NAME's own config fields, so parse NAME first.
-    if len(argv) >= 2 and argv[0] == "run" and not argv[1].startswith("-"):
-        try:
-            _add_experiment_options(parser._run_parser, _experiment(argv[1]))
-        except InterpError as e:
-            return _fail(e)
-    if argv[:2] == ["sae", "train"]:  # its options come from TrainConfig, whose module imports torch: only when needed
-        from interp.config import add_arguments
-        from interp.sae.train import TrainConfig
+    try:
+        # `interp run NAME --help` documents NAME's own config fields, so look NAME up first.
+        if len(argv) >= 2 and argv[0] == "run" and not argv[1].startswith("-"):
+            _add_experiment_options(parser._run_parser, argv[1])
+        if argv[:2] == ["sae", "train"]:  # its options come from SAETrainConfig, whose module imports torch
+            from interp.config import add_arguments
+            from interp.sae.train import SAETrainConfig
 
-        add_arguments(parser._sae_train_parser, TrainConfig)
+            add_arguments(parser._sae_train_parser, SAETrainConfig)
+    except InterpError as e:
+        return _fail(e)
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
+    try:  # a kill(1) unwinds like Ctrl-C: workers are stopped and the run says how to resume
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
     try:
         return args.func(args) or 0
     except InterpError as e:
         return _fail(e)
     except KeyboardInterrupt:
-        print("\ninterrupted.", file=sys.stderr)
+        print("error: interrupted.", file=sys.stderr)
         return 2
     except Exception as e:  # a bug, not bad input: keep the trace for a report, but exit like any error
         if os.environ.get("INTERP_DEBUG"):
             raise
         return _fail(f"internal error ({type(e).__name__}: {e}). Rerun with INTERP_DEBUG=1 for the traceback and report it.")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
-def _fail(e: Exception) -> int:
-    print(f"error: {e}", file=sys.stderr)
+def _terminated(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _fail(e) -> int:
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)  # one paragraph, one line
     return 2
 
 
@@ -102,7 +112,8 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="run an experiment (`interp run NAME --help` lists its options)")
     s.add_argument("name", help="experiment name (see `interp list`)")
     s.add_argument("--quick", action="store_true", help="the experiment's reduced budget (what the tests run)")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (repeatable; nested fields as trainer.steps=500, lists as 1,10,100)")
     s.add_argument("--resume", metavar="RUN_DIR", help="finish an interrupted run from its own config")
     s.add_argument("--reuse", action="store_true", help="if a complete run with the same config exists, show it instead of recomputing")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -116,7 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("cache", help="run a model over the local corpus and store one hook's activations (for SAE training)",
                        description="Run a model over the standard-library corpus and write the activations at one hook to an "
                        "on-disk store (shards + manifest.json, see interp/store.py). Stopped half-way, the same command "
-                       "resumes; on a complete store it checks the checksums and does nothing more.")
+                       "resumes; on a complete store it checks the checksums (and rebuilds a missing token file) and does "
+                       "nothing more.")
     s.add_argument("--model", required=True, help="model spec (see `interp models`) or a model folder")
     s.add_argument("--hook", required=True, help="TransformerLens hook name shaped [batch, pos, ...], e.g. blocks.15.hook_resid_post")
     s.add_argument("--tokens", required=True, type=int, help="activations (token positions) to store, e.g. 2000000")
@@ -148,14 +160,14 @@ def _parser() -> argparse.ArgumentParser:
                        "sequences. Prints one JSON object.")
     s.add_argument("sae_dir", help="SAE folder (cfg.json + sae_weights.safetensors)")
     s.add_argument("--store", required=True, help="activation store of the SAE's hook")
-    s.add_argument("--tokens", type=int, default=65536, help="activations from the end of the store to evaluate on (default: 65536)")
+    s.add_argument("--tokens", type=int, default=65536, help="activations from the end of the store to evaluate on, ≥ 1 (default: 65536)")
     s.add_argument("--sequences", type=int, default=16, help="store sequences for CE loss recovered and KL; 0 skips them (default: 16)")
     s.set_defaults(func=cmd_sae_eval)
 
     s = sub.add_parser("app", help="open the dashboard (Streamlit) on the stored runs",
                        description="Serve the Streamlit dashboard: experiments and their claims, attention sinks, circuits, "
                        "SAE features, training dynamics. It reads run folders under $INTERP_RUNS (default ./runs).")
-    s.add_argument("--port", type=int, default=8501, help="port to serve on (default: 8501)")
+    s.add_argument("--port", type=int, default=8501, help="port to serve on, 1-65535 (default: 8501)")
     s.add_argument("--address", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only; "
                    "0.0.0.0 exposes it to the network)")
     s.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
@@ -166,79 +178,74 @@ def _parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------------ experiments
 
 
-def experiments() -> dict[str, ModuleType]:
-    """Every module in the `experiments` package that defines `Config` and `run`. The CLI is the one
-    place that looks experiments up; the library itself never imports them."""
-    try:
-        pkg = importlib.import_module("experiments")
-    except ImportError as e:
-        raise InterpError(f"The experiments package cannot be imported ({e}); install the project with `make install`.") from e
-    found = {}
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        mod = importlib.import_module(f"experiments.{info.name}")
-        if hasattr(mod, "Config") and hasattr(mod, "run"):
-            found[info.name] = mod
-    return found
-
-
-def _experiment(name: str) -> ModuleType:
-    found = experiments()
-    if name not in found:
-        raise InterpError(f"Unknown experiment {name!r}. Experiments: {', '.join(found) or '(none)'} (`interp list` describes them).")
-    return found[name]
-
-
-def _add_experiment_options(parser: argparse.ArgumentParser, mod: ModuleType) -> None:
+def _add_experiment_options(parser: argparse.ArgumentParser, name: str) -> None:
     from interp.config import add_arguments
+    from interp.registry import experiment
 
+    mod = experiment(name)
     add_arguments(parser, mod.Config)
     parser.description = (mod.__doc__ or "").strip()
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
 def cmd_list(args) -> int:
-    for name, mod in experiments().items():
+    from interp.registry import registry
+
+    for name, mod in registry().items():
         print(f"{name}  [{getattr(mod, 'PAPER', '')}]")
         for statement in getattr(mod, "CLAIMS", []):
             print(f"    - {statement}")
     return 0
 
 
-def cmd_run(args) -> int:
-    from interp.config import build
-    from interp.runs import find_complete_run, format_claims, new_run, open_run
+@contextmanager
+def _resume_hint(run):
+    """A Ctrl-C, kill(1) or crash inside says how to resume the run."""
+    from interp.runs import resume_command
 
-    mod = _experiment(args.name)
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise InterpError(f"interrupted: resume with `{resume_command(run)}`") from None
+    except InterpError:
+        raise
+    except Exception:
+        print(f"the run stopped before it finished; {run.dir} holds no results.json (resume: `{resume_command(run)}`)",
+              file=sys.stderr)
+        raise
+
+
+def _stored_config(cls, run):
+    """The config an interrupted run was started with, checked like a new one."""
+    from interp.config import build
+
+    stored = {k: v for k, v in run.config.items() if k != "experiment"}
+    try:
+        return build(cls, None, base=stored)
+    except InterpError as e:
+        raise InterpError(f"The config.json of {run.dir} cannot be used to resume it: {e} Start a new run instead.") from None
+
+
+def cmd_run(args) -> int:
+    from interp.config import build, to_dict
+    from interp.registry import experiment, run_experiment
+    from interp.runs import create_run, find_complete_run, format_claims, open_run
+
+    mod = experiment(args.name)
     if args.resume:
-        run = open_run(args.resume)
-        if run.experiment != args.name:
-            raise InterpError(f"{args.resume} is a run of {run.experiment!r}, not {args.name!r}.")
-        if run.complete:
-            raise InterpError(f"{args.resume} is already complete; `interp run {args.name}` starts a new run.")
-        stored = {k: v for k, v in run.config.items() if k != "experiment"}
-        cfg = build(mod.Config, None, base=stored)
+        run = open_run(args.resume, args.name)
+        cfg = _stored_config(mod.Config, run)
+        run.resume()  # metrics.jsonl back to the run's own checkpoint, or empty: every step is logged once
         print(f"resuming {run.dir}", file=sys.stderr)
     else:
         cfg = build(mod.Config, args, args.set, base=dict(getattr(mod, "QUICK", {})) if args.quick else None)
-        config = dataclasses.asdict(cfg)
-        run = find_complete_run(args.name, config) if args.reuse else None
+        run = find_complete_run(args.name, to_dict(cfg)) if args.reuse else None
         if run is not None:
             print(f"reusing the complete run in {run.dir} (same config)", file=sys.stderr)
-            results = run.results()
-            return _report(results, run, format_claims)
-        run = new_run(args.name, config)
-    try:
-        results = mod.run(cfg, run, quiet=args.quiet)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: resume with `interp run {args.name} --resume {run.dir}`", file=sys.stderr)
-        return 2
-    except Exception:
-        print(f"the run stopped before it finished; {run.dir} holds no results.json "
-              f"(resume: `interp run {args.name} --resume {run.dir}`)", file=sys.stderr)
-        raise
-    run.write_results(results)
+            return _report(run.results(), run, format_claims)
+        run = create_run(args.name, to_dict(cfg))
+    with _resume_hint(run):
+        results = run_experiment(mod, cfg, run, quiet=args.quiet)
     return _report(results, run, format_claims)
 
 
@@ -252,7 +259,7 @@ def _report(results: dict, run, format_claims) -> int:
 
 
 def cmd_runs(args) -> int:
-    from interp.runs import list_runs, runs_root
+    from interp.runs import list_runs, resume_command, runs_root
 
     runs = [r for r in list_runs() if not args.experiment or r.experiment == args.experiment]
     if not runs:
@@ -261,13 +268,15 @@ def cmd_runs(args) -> int:
     for r in runs:
         if r.complete:
             try:
-                claims = r.results().get("claims", [])
+                results = r.results()
+                claims = results.get("claims", [])
                 status = f"complete  {sum(c['passed'] for c in claims)}/{len(claims)} claims passed" if claims else "complete"
+                if isinstance(results.get("seconds"), (int, float)):
+                    status += f"  {results['seconds']:.0f} s"
             except InterpError:
                 status = "unreadable results.json"
         else:
-            again = "interp sae train" if r.experiment == "sae" else f"interp run {r.experiment}"
-            status = f"interrupted  (resume: {again} --resume {r.dir})"
+            status = f"interrupted  (resume: {resume_command(r)})"
         print(f"{r.experiment:<20} {r.dir.name:<20} {status}")
     return 0
 
@@ -287,43 +296,38 @@ def cmd_cache(args) -> int:
 
 
 def cmd_sae_train(args) -> int:
-    from interp.config import build
-    from interp.fsutil import write_json
-    from interp.runs import Run, new_run
-    from interp.sae.models import SAEConfig
-    from interp.sae.train import TrainConfig, train_sae
-    from interp.store import open_store
+    from interp.config import build, to_dict
+    from interp.runs import Run, create_run, open_run
+    from interp.sae.train import SAETrainConfig, train_sae
 
-    if args.resume:  # the interrupted run's own config, and its folder
-        stored = json.loads((Path(args.resume) / "config.json").read_text()) if (Path(args.resume) / "config.json").exists() else None
-        if stored is None or stored.get("experiment") != "sae":
-            raise InterpError(f"{args.resume} is not an `interp sae train` run folder (no config.json of experiment 'sae').")
-        cfg = build(TrainConfig, None, base={k: v for k, v in stored.items() if k != "experiment"})
-        args.out = args.resume
-    else:
-        cfg = build(TrainConfig, args, args.set)
-    if not cfg.store:
-        raise InterpError("`interp sae train` needs --store DIR: an activation store written by `interp cache`.")
-    d_in = open_store(cfg.store).d_in  # bad input fails here, before any run folder exists
-    SAEConfig(d_in=d_in, d_sae=cfg.expansion * d_in, kind=cfg.kind, k=cfg.k).check()
-    config = {"experiment": "sae", **dataclasses.asdict(cfg)}
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     lead = int(os.environ.get("RANK", "0")) == 0
-    if args.out is None:
-        if distributed:
-            raise InterpError("Under torchrun every process must write to the same run: pass --out DIR.")
-        run = new_run("sae", dataclasses.asdict(cfg))
+    if args.resume:  # the interrupted run's own config, and its folder; a complete run is refused
+        run = open_run(args.resume, "sae")
+        cfg = _stored_config(SAETrainConfig, run)
     else:
-        run = Run(Path(args.out))
-        old = run.dir / "config.json"
-        if old.exists() and json.loads(old.read_text()) != json.loads(json.dumps(config)):
-            raise InterpError(f"{run.dir} holds a run with another config; pick a new --out folder (nothing was changed).")
-        if lead and not old.exists():
-            run.dir.mkdir(parents=True, exist_ok=True)
-            write_json(old, config)
-    sae, last = train_sae(cfg, run, quiet=args.quiet)
+        cfg = build(SAETrainConfig, args, args.set)  # every setting checked, the store's shards too: nothing exists yet
+        if not cfg.store:
+            raise InterpError("`interp sae train` needs --store DIR: an activation store written by `interp cache`.")
+        if cfg.batch_size % world:
+            raise InterpError(f"batch_size {cfg.batch_size} must divide evenly over the {world} torchrun processes.")
+        config = {"experiment": "sae", **to_dict(cfg)}
+        out = Path(args.out) if args.out else None
+        if out is None and world > 1:
+            raise InterpError("Under torchrun every process must write to the same run: pass --out DIR.")
+        if out is not None and (out / "config.json").exists():
+            run = open_run(out, "sae")  # an unfinished run of the same config resumes
+            if run.config != config:
+                raise InterpError(f"{out} holds a run with another config; pick a new --out folder (nothing was changed).")
+        elif lead:
+            run = create_run("sae", to_dict(cfg), out)
+        else:
+            run = Run(out)  # rank 0 makes the folder
+    t0 = time.perf_counter()
+    with _resume_hint(run):
+        sae, last = train_sae(cfg, run, quiet=args.quiet)
     if lead:
-        run.write_results({"final": last, "sae": str(run.dir / "sae")})
+        run.finish({"final": last, "sae": str(run.dir / "sae")}, time.perf_counter() - t0)
         print(json.dumps(last, default=float))
         print(run.dir)
     return 0
@@ -337,6 +341,10 @@ def cmd_sae_eval(args) -> int:
     from interp.sae.io import load_sae
     from interp.store import open_store
 
+    if args.tokens < 1:
+        raise InterpError(f"--tokens {args.tokens}: evaluate on at least 1 activation (default 65536).")
+    if args.sequences < 0:
+        raise InterpError(f"--sequences {args.sequences}: give a count ≥ 1, or 0 to skip CE loss recovered and KL.")
     sae = load_sae(args.sae_dir)
     store = open_store(args.store)
     if store.d_in != sae.cfg.d_in:
@@ -358,10 +366,13 @@ def cmd_sae_eval(args) -> int:
 
 
 def cmd_app(args) -> int:
-    main_file = Path(__file__).resolve().parent.parent / "app" / "main.py"
-    if not main_file.exists():
-        raise InterpError(f"The dashboard's entry file {main_file} is missing: `interp app` runs from a checkout of the "
-                          "repository installed with `make install` (pip install -e .).")
+    from interp.registry import dashboard_file
+    from interp.runs import runs_root
+
+    if not 1 <= args.port <= 65535:
+        raise InterpError(f"--port {args.port} is not a TCP port: choose one in 1-65535 (default 8501).")
+    runs_root()  # INTERP_RUNS must name a folder
+    main_file = dashboard_file()
     cmd = [sys.executable, "-m", "streamlit", "run", str(main_file), "--server.address", args.address,
            "--server.port", str(args.port), "--server.headless", "true" if args.no_browser else "false",
            "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
@@ -411,6 +422,10 @@ def cmd_probe(args) -> int:
     from interp.hooks import capture
     from interp.models import load_model
 
+    if args.save_file:
+        from interp.fsutil import check_writable_file
+
+        check_writable_file(args.save_file, "--save")
     model = load_model(args.model, quiet=True)
     ids = model.encode(args.text)
     if args.prepend_sink:

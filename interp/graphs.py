@@ -13,7 +13,7 @@ and merged into a sorted array of keys, so memory grows with the number of edges
 Rows left out, consistently with SAE training (`interp.sae.train`) and the evaluations:
 - position 0 of every sequence (the BOS / attention-sink token, 30-130x the others' norm). Stores
   drop it by default (keep_first = false); when a store kept it, the graph skips those rows itself.
-- outliers: rows whose norm exceeds the SAE's `max_norm` (TrainConfig.outlier_norm × the median norm;
+- outliers: rows whose norm exceeds the SAE's `max_norm` (SAETrainConfig.outlier_norm × the median norm;
   SmolLM2's rare massive activations), which the SAE was trained without. They add no edge and are not
   counted as occurrences, so a token's count is the number of occurrences its degree was measured on.
 """

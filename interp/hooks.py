@@ -118,7 +118,7 @@ def check_names(model: Model, names: Sequence[str], backend: str = "transformer_
                 extra = " It exists on the transformer_lens backend, which can capture it."
             raise HookNameError(
                 f"Unknown hook name {name!r} for {where}.{extra} Closest valid names: {', '.join(close) or '(none)'}. "
-                f"`interp hooks {model.spec}` lists all {len(valid)}."
+                f"`interp hooks {model.spec}{' --backend nnsight' if backend == 'nnsight' else ''}` lists all {len(valid)}."
             )
 
 

@@ -21,7 +21,7 @@ from interp.models import Model
 
 def next_token_loss(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, ""]:
     """Mean cross-entropy of predicting tokens[:, 1:] from logits[:, :-1]."""
-    return sequence_losses(logits, tokens).mean()
+    return logit_sequence_losses(logits, tokens).mean()
 
 
 def zero_heads(heads: Iterable[int]):
@@ -162,7 +162,7 @@ def _head_sweep(model: Model, tokens: Tensor, source, good: int, bad: int, backe
 # --------------------------------------------------------------- per-head interventions, per sequence
 
 
-def sequence_losses(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, " batch"]:
+def logit_sequence_losses(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, " batch"]:
     """Mean next-token cross-entropy of each sequence (predicting tokens[:, 1:] from logits[:, :-1])."""
     ce = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten().to(logits.device), reduction="none")
     return ce.view(len(tokens), -1).mean(-1)
@@ -195,7 +195,7 @@ def head_patch(kind: str, layer: int, heads: Iterable[int]) -> dict:
     raise InterpError(f"Unknown head intervention {kind!r}: choose one of {', '.join(HEAD_INTERVENTIONS)}.")
 
 
-def sequence_loss(
+def model_sequence_losses(
     model: Model, tokens: Int[Tensor, "batch pos"], patch: dict | None = None,
     backend: str = "transformer_lens", batch_size: int = 16,
 ) -> Float[Tensor, " batch"]:
@@ -203,7 +203,7 @@ def sequence_loss(
     parts = []
     for chunk in tokens.split(batch_size):
         logits, _ = run(model, chunk, patch=patch, backend=backend)
-        parts.append(sequence_losses(logits, chunk).cpu())
+        parts.append(logit_sequence_losses(logits, chunk).cpu())
     return torch.cat(parts)
 
 
@@ -223,10 +223,10 @@ def head_intervention_deltas(
         check_head(model, layer, head)
     head_patch(kind, 0, [])  # validates kind
     if clean is None:
-        clean = sequence_loss(model, tokens, backend=backend, batch_size=batch_size)
+        clean = model_sequence_losses(model, tokens, backend=backend, batch_size=batch_size)
     out = torch.zeros(len(heads), len(tokens))
     for i, (layer, head) in enumerate(tqdm(heads, desc=f"{kind} interventions", disable=quiet, leave=False)):
-        out[i] = sequence_loss(model, tokens, head_patch(kind, layer, [head]), backend, batch_size) - clean
+        out[i] = model_sequence_losses(model, tokens, head_patch(kind, layer, [head]), backend, batch_size) - clean
     return out
 
 

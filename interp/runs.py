@@ -1,42 +1,58 @@
 """Run folders: `runs/<experiment>/<run-id>/` (root: `$INTERP_RUNS`, default `./runs`).
 
-    config.json      the full config, written when the run starts
-    metrics.jsonl    one JSON line per logged step (appended whole lines; a torn last line is dropped)
-    results.json     written last, atomically: its presence is what makes a run complete
+    config.json      the full config, validated before the folder was made
+    metrics.jsonl    one JSON line per logged step, steps strictly increasing
+    checkpoint.pt    the training state at one step (written atomically; optional)
+    results.json     written last, atomically: claims, observations, figures index, seconds; its
+                     presence is what makes a run complete
     figures/*.json   plotly figures
-    (anything else)  checkpoints, written by the experiment
+
+Every command that writes a run goes through here: `create_run` makes the folder for a config that
+passed validation, `open_run` reopens an interrupted one, `Run.resume` hands back its checkpoint and
+cuts metrics.jsonl back to that checkpoint's step (to nothing without one), so a run killed at any
+moment and resumed logs each step exactly once, and `Run.finish` writes results.json. A complete run
+is never rewritten.
 
 `results.json` holds a `claims` list, each `{"name", "paper", "statement", "value", "threshold",
-"passed"}` plus any measured numbers beside it. A run without results.json was interrupted (or is
-still going); `interp run NAME --resume PATH` starts it again from its own config.
+"passed"}` plus any measured numbers beside it.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
+import io
 import json
 import math
-import multiprocessing as mp
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from interp import InterpError
 from interp.fsutil import write_atomic, write_json
 
+CHECKPOINT = "checkpoint.pt"
+
 
 def runs_root() -> Path:
-    return Path(os.environ.get("INTERP_RUNS", "runs"))
+    root = Path(os.environ.get("INTERP_RUNS", "runs"))
+    if root.exists() and not root.is_dir():
+        raise InterpError(f"INTERP_RUNS points at {root}, which is a file: run folders need a folder there. "
+                          "Set INTERP_RUNS to a folder (it is made if missing), or unset it for ./runs.")
+    return root
 
 
 @dataclass
 class Run:
     dir: Path
+    _last_step: int | None = field(default=None, repr=False, compare=False)
 
     @property
     def experiment(self) -> str:
-        return self.dir.parent.name
+        """The experiment its config.json names (the parent folder's name for a sub-run without one)."""
+        try:
+            return self.config.get("experiment", self.dir.parent.name)
+        except (OSError, ValueError):
+            return self.dir.parent.name
 
     @property
     def config(self) -> dict:
@@ -46,36 +62,106 @@ class Run:
     def complete(self) -> bool:
         return (self.dir / "results.json").exists()
 
-    def log(self, step: int, **metrics) -> None:
-        """Append one line to metrics.jsonl (one write call, so a kill leaves whole lines or a torn last one)."""
-        line = json.dumps({"step": step, **metrics}, default=float) + "\n"
-        with open(self.dir / "metrics.jsonl", "a") as f:
-            f.write(line)
+    # ----------------------------------------------------------------------------------- metrics
 
-    def metrics(self) -> list[dict]:
+    def log(self, step: int, **metrics) -> None:
+        """Append one line to metrics.jsonl (one write call: a kill leaves whole lines and at most a torn last one).
+        Steps must increase: a step logged twice is a bug in the caller, refused before it reaches the file."""
+        if self._last_step is None:
+            path = self.dir / "metrics.jsonl"
+            text = path.read_text() if path.exists() else ""
+            if text and not text.endswith("\n"):  # a torn last line from a killed run: drop it before appending
+                write_atomic(path, text[: text.rfind("\n") + 1])
+            rows = self._rows()
+            self._last_step = rows[-1]["step"] if rows else -math.inf
+        if not step > self._last_step:
+            raise RuntimeError(f"{self.dir}: step {step} logged after step {self._last_step}; metrics.jsonl keeps steps in order, once each.")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, **metrics}, default=float) + "\n")
+        self._last_step = step
+
+    def _rows(self) -> list[dict]:
         path = self.dir / "metrics.jsonl"
-        if not path.exists():
-            return []
         rows = []
-        for line in path.read_text().splitlines():
+        for line in path.read_text().splitlines() if path.exists() else []:
             try:
                 rows.append(json.loads(line))
-            except json.JSONDecodeError:  # torn last line from a killed run
+            except json.JSONDecodeError:  # a torn last line from a killed run
                 break
         return rows
+
+    def metrics(self) -> list[dict]:
+        """The logged rows, one per step in step order (a file written by an older interp may repeat a
+        step after a resume: the later row, the resumed run's, wins)."""
+        by_step = {r["step"]: r for r in self._rows() if "step" in r}
+        return [by_step[s] for s in sorted(by_step)]
+
+    def truncate_metrics(self, step: int | None) -> None:
+        """Keep the rows logged at or before `step` (none when `step` is None); drops a torn last line."""
+        path = self.dir / "metrics.jsonl"
+        if path.exists():
+            keep = [r for r in self._rows() if step is not None and r["step"] <= step]
+            write_atomic(path, "".join(json.dumps(r) + "\n" for r in keep))
+        self._last_step = None
+
+    # ------------------------------------------------------------------------------- checkpoints
+
+    def save_checkpoint(self, step: int, state: dict, name: str = CHECKPOINT) -> None:
+        """`state` and its step, written atomically (a kill leaves the previous checkpoint whole)."""
+        import torch
+
+        buf = io.BytesIO()
+        torch.save({"step": step, **state}, buf)
+        write_atomic(self.dir / name, buf.getvalue())
+
+    def load_checkpoint(self, name: str = CHECKPOINT) -> dict | None:
+        """The saved state (with its "step"), or None when there is none. Tensors only (weights_only)."""
+        import torch
+
+        path = self.dir / name
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, weights_only=True, map_location="cpu")
+        except Exception as e:  # noqa: BLE001 - truncated, overwritten or not ours: one message for all
+            raise InterpError(
+                f"{path} cannot be read ({type(e).__name__}: {str(e)[:120]}): it is truncated or was not written by "
+                f"interp. Delete it to restart this training from step 0 (its metric lines go with it), or delete "
+                f"the run folder."
+            ) from e
+
+    def resume(self, name: str = CHECKPOINT, lead: bool = True) -> dict | None:
+        """The checkpoint to continue from (None: start over), with metrics.jsonl cut back to its step,
+        so every step is logged once. Under data parallelism only the `lead` process touches the file."""
+        state = self.load_checkpoint(name)
+        if lead:
+            self.truncate_metrics(int(state["step"]) if state else None)
+        return state
+
+    # ------------------------------------------------------------------------------ results, figures
 
     def save_figure(self, name: str, fig) -> Path:
         return write_atomic(self.dir / "figures" / f"{name}.json", fig.to_json())
 
-    def write_results(self, results: dict) -> Path:
-        return write_json(self.dir / "results.json", _finite(results))
+    def figure_names(self) -> list[str]:
+        return sorted(p.stem for p in (self.dir / "figures").glob("*.json"))
+
+    def finish(self, results: dict, seconds: float) -> dict:
+        """Write results.json: the results, the figures index and the wall time, once. Returns what was written."""
+        if self.complete:
+            raise InterpError(f"{self.dir} is already complete; a finished run is never rewritten.")
+        results = {k: v for k, v in results.items() if k not in ("figures", "seconds", "config")}
+        out = _finite({**results, "figures": self.figure_names(), "seconds": round(seconds, 1)})
+        write_json(self.dir / "results.json", out)
+        return out
 
     def results(self) -> dict:
         path = self.dir / "results.json"
         if not path.exists():
             raise InterpError(
                 f"The run in {self.dir} has no results.json: it was interrupted (or is still running). "
-                f"Resume it with `interp run {self.experiment} --resume {self.dir}`, or delete the folder."
+                f"Resume it with `{resume_command(self)}`, or delete the folder."
             )
         try:
             return json.loads(path.read_text())
@@ -83,33 +169,49 @@ class Run:
             raise InterpError(f"{path} is not valid JSON ({e}); it was not written by interp. Delete the run and run it again.") from e
 
 
-def new_run(experiment: str, config: dict, root: Path | None = None) -> Run:
-    """Create `root/experiment/<timestamp>[-n]/` and write config.json into it."""
-    base = (root or runs_root()) / experiment
-    base.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for n in range(1000):
-        path = base / (stamp if n == 0 else f"{stamp}-{n}")
-        try:
-            path.mkdir()
-            break
-        except FileExistsError:
-            continue
+def resume_command(run: Run) -> str:
+    exp = run.experiment
+    return f"interp sae train --resume {run.dir}" if exp == "sae" else f"interp run {exp} --resume {run.dir}"
+
+
+def create_run(experiment: str, config: dict, path: str | Path | None = None) -> Run:
+    """A new run folder holding config.json: `path`, or `<runs root>/<experiment>/<timestamp>[-n]`.
+    Call it only with a config that has passed validation: a config that cannot run makes no folder."""
+    if path is not None:
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise InterpError(f"{path} exists and is not an empty folder: pick a new folder for the run (nothing was changed).")
+        path.mkdir(parents=True, exist_ok=True)
+    else:
+        base = runs_root() / experiment
+        base.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for n in range(1000):
+            path = base / (stamp if n == 0 else f"{stamp}-{n}")
+            try:
+                path.mkdir()
+                break
+            except FileExistsError:
+                continue
     write_json(path / "config.json", {"experiment": experiment, **config})
     return Run(path)
 
 
-def open_run(path: str | Path) -> Run:
-    """Open an existing run folder to resume it; drops a torn last line from metrics.jsonl."""
+def open_run(path: str | Path, experiment: str | None = None) -> Run:
+    """Reopen an interrupted run to resume it: it must be a run folder (of `experiment`) without results.json."""
     path = Path(path)
     if not (path / "config.json").exists():
         raise InterpError(f"{path} is not a run folder (it has no config.json). Run folders live under {runs_root()}/<experiment>/.")
     run = Run(path)
-    metrics = path / "metrics.jsonl"
-    if metrics.exists():
-        text = metrics.read_text()
-        if text and not text.endswith("\n"):
-            write_atomic(metrics, text[: text.rfind("\n") + 1])
+    try:
+        stored = run.config
+    except json.JSONDecodeError as e:
+        raise InterpError(f"{path / 'config.json'} is not valid JSON ({e}); the run cannot be resumed: start a new one.") from e
+    if experiment is not None and stored.get("experiment") != experiment:
+        raise InterpError(f"{path} is a run of {stored.get('experiment')!r}, not {experiment!r}.")
+    if run.complete:
+        again = "interp sae train" if experiment == "sae" else f"interp run {experiment}"
+        raise InterpError(f"{path} is already complete and a finished run is never rewritten; `{again}` starts a new run.")
     return run
 
 
@@ -127,6 +229,9 @@ def find_complete_run(experiment: str, config: dict, root: Path | None = None) -
         if run.experiment == experiment and run.complete and run.config == want:
             return run
     return None
+
+
+# ----------------------------------------------------------------------------------------- claims
 
 
 def claim(name: str, paper: str, statement: str, value, threshold, passed: bool, **measured) -> dict:
@@ -178,18 +283,3 @@ def _finite(x):
     if hasattr(x, "tolist"):
         return _finite(x.tolist())
     return x
-
-
-def in_workers(fn, jobs: dict[str, tuple], workers: int, quiet: bool = True) -> dict:
-    """`fn(*args)` for each named job, in `workers` spawned processes (in order, when workers ≤ 1);
-    results by name. Experiments train their models side by side with it, one torch thread each."""
-    if workers <= 1:
-        return {name: fn(*args) for name, args in jobs.items()}
-    out = {}
-    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(fn, *args): name for name, args in jobs.items()}
-        for f in cf.as_completed(futures):
-            out[futures[f]] = f.result()
-            if not quiet:
-                print(f"  trained {futures[f]}")
-    return {name: out[name] for name in jobs}

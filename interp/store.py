@@ -104,18 +104,38 @@ def _check_same(folder: Path, manifest: dict, header: dict) -> None:
         )
 
 
+_VERIFIED: set[tuple] = set()  # (path, size, mtime, sha256) of shard files this process has checked
+
+
 def _shard_problem(folder: Path, entry: dict, d_in: int) -> str | None:
-    """None when the shard file is whole and matches its checksum, else what is wrong with it."""
+    """None when the shard file is whole and matches its checksum, else what is wrong with it. A file this
+    process has already checked, unchanged since (same size and mtime), is not read again."""
     path = folder / entry["file"]
     if not path.exists():
         return "is missing"
-    size, want = path.stat().st_size, entry["n_tokens"] * d_in * 2
+    stat = path.stat()
+    size, want = stat.st_size, entry["n_tokens"] * d_in * 2
     if size != want:
         return f"has {size} bytes where {want} were written (truncated or overwritten)"
+    key = (str(path.resolve()), size, stat.st_mtime_ns, entry["sha256"])
+    if key in _VERIFIED:
+        return None
     with open(path, "rb") as f:  # read in small pieces: checking a shard costs next to no memory
         if hashlib.file_digest(f, "sha256").hexdigest() != entry["sha256"]:
             return "fails its sha256 checksum (corrupted)"
+    _VERIFIED.add(key)
     return None
+
+
+def cache_command(folder: Path, manifest: dict) -> str:
+    """The `interp cache` command line that writes (finishes, repairs) the store in `folder`."""
+    m = manifest
+    parts = [f"interp cache --model {m['model']} --hook {m['hook']} --tokens {m['n_tokens']} --out {folder}"]
+    defaults = {"dtype": "float16", "ctx_len": 128, "batch_size": 16, "shard_tokens": 65536, "seed": 0}
+    flags = {"dtype": "--dtype", "ctx_len": "--ctx", "batch_size": "--batch", "shard_tokens": "--shard-tokens", "seed": "--seed"}
+    parts += [f"{flags[k]} {m[k]}" for k in flags if k in m and m[k] != defaults[k]]
+    parts += ["--keep-first"] * bool(m.get("keep_first")) + ["--no-bos"] * (m.get("bos") is False)
+    return " ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -190,14 +210,15 @@ class StoreWriter:
         self.manifest["tokens"] = {"file": TOKENS, "sha256": digest, "shape": list(tokens.shape)}
         self._save()
 
-    def read_tokens(self) -> Int[np.ndarray, "seq ctx"] | None:
+    def read_tokens(self, quiet: bool = False) -> Int[np.ndarray, "seq ctx"] | None:
         """The stored token sequences when tokens.npy is present and matches its checksum, else None."""
         known, path = self.manifest.get("tokens"), self.dir / TOKENS
         if not known:
             return None
         if path.exists() and sha256(path) == known["sha256"]:
             return np.load(path)
-        print(f"interp: {path} is missing or fails its checksum; rebuilding it from the corpus.", file=sys.stderr)
+        if not quiet:
+            print(f"interp: {path} is missing or fails its checksum; rebuilding it from the corpus.", file=sys.stderr)
         return None
 
     def finish(self) -> Store:
@@ -284,7 +305,7 @@ def cache_activations(
         _check_same(out, old, header)  # before loading any model
         if old["complete"]:
             writer = StoreWriter(out, {**header, "d_in": old["d_in"]}, quiet=quiet)
-            if writer.complete:
+            if writer.complete and (not old.get("tokens") or writer.read_tokens(quiet=True) is not None):
                 print(f"interp: {out} already holds all {n_tokens} tokens of {spec} at {hook}; nothing to do.", file=sys.stderr)
                 return open_store(out)
     if isinstance(model, str):
@@ -363,7 +384,7 @@ class Store:
             if not path.exists() or path.stat().st_size != want:
                 raise InterpError(
                     f"Shard {entry['file']} of the store in {folder} is missing or has the wrong size (expected {want} bytes); "
-                    "it is not used. Rerun the `interp cache` command that wrote the store to rewrite it."
+                    f"it is not used. `{cache_command(folder, manifest)}` rewrites it."
                 )
 
     @property
@@ -390,8 +411,8 @@ class Store:
             return None
         path = self.dir / known["file"]
         if not path.exists() or sha256(path) != known["sha256"]:
-            raise InterpError(f"{path} is missing or fails its checksum: rerun the `interp cache` command that wrote "
-                              "the store to rebuild it.")
+            raise InterpError(f"{path} is missing or fails its checksum: `{cache_command(self.dir, self.manifest)}` "
+                              "rebuilds it (the activations are kept).")
         return np.load(path)
 
     def row_tokens(self) -> Int[np.ndarray, "n_tokens"] | None:
@@ -503,8 +524,8 @@ class Store:
             problem = _shard_problem(self.dir, entry, self.d_in)
             if problem:
                 raise InterpError(
-                    f"Shard {entry['file']} of the store in {self.dir} {problem}, so it is not used. Rerun the "
-                    "`interp cache` command that wrote the store: it rewrites the shards that fail their checksums."
+                    f"Shard {entry['file']} of the store in {self.dir} {problem}, so it is not used. "
+                    f"`{cache_command(self.dir, self.manifest)}` rewrites the shards that fail their checksums."
                 )
             self._verified.add(i)
 

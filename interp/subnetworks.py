@@ -30,6 +30,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from interp import InterpError
+from interp.config import NonNegFloat, PosFloat, PosInt, Range, Share
 from interp.models import Model
 
 _BLOCK = re.compile(r"((?:^|\.)(?:blocks|layers)\.)(\d+)\.")
@@ -237,19 +239,19 @@ def forward(model: Model, tokens: Int[Tensor, "batch pos"], weights: dict[str, T
 
 @dataclass
 class MaskConfig:
-    lam: float = 10.0
+    lam: NonNegFloat = 10.0
     """Sparsity weight λ: the loss adds λ/|M| · Σ sigmoid(T·m) over the |M| mask entries."""
-    lr: float = 5e-5
+    lr: PosFloat = 5e-5
     """AdamW learning rate of the mask logits (the paper's 5e-5 over up to 15,000 steps)."""
-    temperature_growth: float = 1.001
+    temperature_growth: Annotated[float, Range(min=1)] = 1.001
     """The temperature T (1 at the start) is multiplied by this after every step."""
     init: float = 0.0
     """Initial mask logit (0: soft mask 0.5)."""
-    max_steps: int = 15000
+    max_steps: PosInt = 15000
     """Stop here if the mask has not settled before."""
-    undecided: float = 0.01
+    undecided: Share = 0.01
     """Stop when the undecided entries (soft mask in 0.1–0.9) are fewer than this share of the kept ones."""
-    log_every: int = 25
+    log_every: PosInt = 25
     """Steps between logged rows."""
 
 

@@ -70,12 +70,12 @@ def test_sinks_quick_run_interrupt_and_resume(capsys, runs_dir, monkeypatch):
     import experiments.sinks as sinks
 
     # An interrupted run: the experiment is stopped mid-way (Ctrl-C).
-    real_measure = sinks.measure
+    real_stats = sinks.attention.sink_stats
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sinks, "measure", interrupted)
+    monkeypatch.setattr(sinks.attention, "sink_stats", interrupted)
     assert main(["run", "sinks", "--quick", "--quiet", "--set", "n_texts=4"]) == 2
     assert "resume with `interp run sinks --resume" in capsys.readouterr().err
     (run,) = list_runs()
@@ -83,13 +83,14 @@ def test_sinks_quick_run_interrupt_and_resume(capsys, runs_dir, monkeypatch):
     assert main(["runs"]) == 0 and "interrupted" in capsys.readouterr().out
 
     # Resume finishes it from its own config; the claims table prints and the last line is the folder.
-    monkeypatch.setattr(sinks, "measure", real_measure)
+    monkeypatch.setattr(sinks.attention, "sink_stats", real_stats)
     code = main(["run", "sinks", "--resume", str(run.dir), "--quiet"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert out.strip().splitlines()[-1] == str(run.dir)
     results = json.loads((run.dir / "results.json").read_text())
-    assert results["config"]["n_texts"] == 4 and all(c["passed"] for c in results["claims"])
+    assert run.config["n_texts"] == 4 and all(c["passed"] for c in results["claims"])
+    assert "config" not in results and results["seconds"] > 0 and "sink_rate_by_position" in results["figures"]
     assert main(["run", "sinks", "--resume", str(run.dir)]) == 2  # already complete
     assert "already complete" in capsys.readouterr().err
 
@@ -124,7 +125,7 @@ def test_a_failing_experiment_exits_2_and_leaves_an_incomplete_run(capsys, runs_
     def broken(*a, **k):
         raise RuntimeError("shape mismatch deep inside")
 
-    monkeypatch.setattr(sinks, "measure", broken)
+    monkeypatch.setattr(sinks.attention, "sink_stats", broken)
     assert main(["run", "sinks", "--quick", "--quiet", "--set", "n_texts=2"]) == 2
     err = capsys.readouterr().err
     assert "internal error (RuntimeError" in err and "--resume" in err and "Traceback" not in err

@@ -96,7 +96,7 @@ def test_force_sink_reads_the_shared_kv_head_under_gqa(tiny_llama_dir, backend):
 
 
 def test_head_intervention_deltas_per_sequence_agree_with_head_ablation_deltas():
-    from interp.interventions import head_intervention_deltas, sequence_loss, sequence_losses
+    from interp.interventions import head_intervention_deltas, model_sequence_losses, logit_sequence_losses
 
     m = load_model("toy:attn-only-2l", seed=0)
     tokens = torch.randint(0, 64, (6, 12), generator=torch.Generator().manual_seed(1))
@@ -105,10 +105,10 @@ def test_head_intervention_deltas_per_sequence_agree_with_head_ablation_deltas()
     ref = head_ablation_deltas(m, tokens, heads, batch_size=6, quiet=True)
     assert zero.shape == (2, 6)
     assert zero.mean(1).tolist() == pytest.approx([ref[0, 1].item(), ref[1, 3].item()], abs=1e-5)
-    sink = head_intervention_deltas(m, tokens, heads, "sink", clean=sequence_loss(m, tokens), quiet=True)
+    sink = head_intervention_deltas(m, tokens, heads, "sink", clean=model_sequence_losses(m, tokens), quiet=True)
     assert (sink.abs() > 0).all() and not torch.allclose(sink, zero)
     logits = m.forward(tokens)
-    assert sequence_losses(logits, tokens).mean().item() == pytest.approx(next_token_loss(logits, tokens).item(), abs=1e-5)
+    assert logit_sequence_losses(logits, tokens).mean().item() == pytest.approx(next_token_loss(logits, tokens).item(), abs=1e-5)
     with pytest.raises(InterpError, match="Unknown head intervention 'mean'"):
         head_intervention_deltas(m, tokens, heads, "mean")
     with pytest.raises(InterpError, match="Layer 5 is out of range"):

@@ -1,5 +1,7 @@
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -99,7 +101,14 @@ def test_corrupted_cache_is_rebuilt_with_a_message(tmp_path, monkeypatch, capsys
     with open(weights, "r+b") as f:
         f.truncate(weights.stat().st_size // 2)
     monkeypatch.setenv("INTERP_CACHE", str(cache))
+    # What a rebuild killed with -9 leaves (a dead process's pid in the names): the next rebuild removes it.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    stale = [cache / "models" / f".smollm2-135m.tmp-{dead}-0", cache / "tmp" / f".smollm2-gguf.tmp-{dead}-0"]
+    for p in stale:
+        (p / "half").mkdir(parents=True)
+        (p / "half" / "weights").write_bytes(b"\0" * 4096)
     folder = ensure_smollm2(quiet=True)
+    assert not any(p.exists() for p in stale) and list((cache / "tmp").iterdir()) == []
     assert "fails its checksum" in capsys.readouterr().err
     assert (folder / "model.safetensors").stat().st_size == (real / "models" / "smollm2-135m" / "model.safetensors").stat().st_size
     assert ensure_smollm2(quiet=True) == folder and capsys.readouterr().err == ""  # now clean: no rebuild

@@ -13,7 +13,7 @@ from interp import InterpError
 from interp.cli import main
 from interp.runs import Run
 from interp.sae.io import load_sae
-from interp.sae.train import TrainConfig, train_sae
+from interp.sae.train import SAETrainConfig, train_sae
 from interp.store import open_store, StoreWriter
 
 D_IN = 16
@@ -33,10 +33,10 @@ def store(tmp_path_factory) -> Path:
     return folder
 
 
-def cfg(store, **kw) -> TrainConfig:
+def cfg(store, **kw) -> SAETrainConfig:
     base = dict(store=str(store), expansion=4, k=4, batch_size=256, tokens=256 * 40, lr=1e-2, log_every=5,
                 checkpoint_every=10, buffer_tokens=4096, stats_tokens=4096, dead_tokens=2048, threads=1)
-    return TrainConfig(**{**base, **kw})
+    return SAETrainConfig(**{**base, **kw})
 
 
 @pytest.mark.parametrize("kind", ["topk", "mutual_choice", "feature_choice", "relu"])
@@ -166,8 +166,9 @@ def test_cli_train_and_eval(store, tmp_path, capsys):
                  "--tokens", "2560", "--holdout", "2048", "--buffer-tokens", "4096", "--stats-tokens", "4096", "--quiet",
                  "--out", str(out)]) == 0
     assert (out / "sae" / "cfg.json").exists() and (out / "results.json").exists()
-    assert main(["sae", "train", "--resume", str(out), "--quiet"]) == 0  # its own config; already finished
     capsys.readouterr()
+    assert main(["sae", "train", "--resume", str(out), "--quiet"]) == 2  # already finished: never rewritten
+    assert "already complete" in capsys.readouterr().err
     assert main(["sae", "eval", str(out / "sae"), "--store", str(store), "--tokens", "2048"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert 0 < res["fvu"] < 1 and res["l0"] == pytest.approx(4)

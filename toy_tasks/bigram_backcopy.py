@@ -29,7 +29,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp import attention
+from interp import InterpError, attention
 from interp.corpus import load_texts
 from interp.hooks import run as run_hooks
 from interp.interventions import zero_heads
@@ -176,3 +176,35 @@ def model_config(task: BBTask, n_layers: int = 1, d_model: int = 64, seq_len: in
     return dict(n_layers=n_layers, d_model=d_model, n_heads=1, d_head=d_model, d_mlp=4 * d_model, n_ctx=seq_len,
                 d_vocab=task.d_vocab, act_fn="relu", normalization_type="LN", positional_embedding_type="standard",
                 attn_fn=attn_fn)
+
+
+def make_task(bigram: str = "char", n_triggers: int = 3, seed: int = 0) -> BBTask:
+    """The task by name: "char" (the corpus's character bigram) or "synthetic" (a chain drawn with `seed`)."""
+    if bigram == "char":
+        return char_task(n_triggers)
+    if bigram == "synthetic":
+        return synthetic_task(n_triggers=n_triggers, seed=seed)
+    raise InterpError(f"Unknown bigram {bigram!r}: choose char or synthetic.")
+
+
+def task_spec(bigram: str, n_triggers: int, seed: int) -> dict:
+    """What a checkpoint saves beside its weights so that `from_spec` rebuilds its task."""
+    return {"name": "bigram_backcopy", "bigram": bigram, "n_triggers": n_triggers, "seed": seed}
+
+
+def from_spec(spec: dict) -> BBTask:
+    return make_task(spec["bigram"], spec["n_triggers"], spec["seed"])
+
+
+def build_model(task: BBTask, n_layers: int, attn_fn: str, d_model: int = 64, seq_len: int = 64, seed: int = 0):
+    """The paper's model for `task`, initialised as its code does: weights N(0, 0.02), the token and position
+    embeddings N(0, 1) (PyTorch's nn.Embedding default, not TransformerLens's N(0, 0.1)), seeded."""
+    from interp.models import toy_model
+
+    config = {**model_config(task, n_layers, d_model, seq_len, attn_fn), "initializer_range": 0.02}
+    model = toy_model(config, seed=seed, vocab=task.vocab, sink_token_id=BOS, spec=f"bigram_backcopy:{n_layers}l-{attn_fn}")
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        model.module.embed.W_E.copy_(torch.randn(model.module.embed.W_E.shape, generator=g))
+        model.module.pos_embed.W_pos.copy_(torch.randn(model.module.pos_embed.W_pos.shape, generator=g))
+    return model

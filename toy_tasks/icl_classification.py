@@ -75,11 +75,17 @@ class ICLTask:
     P: Float[Tensor, " K"]
 
 
-def make_task(spec: TaskSpec, seed: int = 0) -> ICLTask:
+def check_spec(spec: TaskSpec) -> None:
+    """A task that can be sampled: K a multiple of L, B dividing N and below it, N ≤ n_max."""
     if spec.K % spec.L or spec.N % max(spec.B, 1) or spec.B >= spec.N or spec.N > spec.n_max:
         from interp import InterpError
 
-        raise InterpError(f"Inconsistent task {spec}: K must be a multiple of L, B must divide N and be < N, N ≤ n_max.")
+        raise InterpError(f"Inconsistent task (K = {spec.K}, L = {spec.L}, N = {spec.N}, B = {spec.B}, n_max = {spec.n_max}): "
+                          "K must be a multiple of L, B must divide N and be < N, N ≤ n_max.")
+
+
+def make_task(spec: TaskSpec, seed: int = 0) -> ICLTask:
+    check_spec(spec)
     g = torch.Generator().manual_seed(seed)
     s = 1 / math.sqrt(spec.D)
     P = torch.arange(1, spec.K + 1, dtype=torch.float).pow(-spec.alpha)
@@ -252,3 +258,53 @@ def progress(model: ICLNet, batch: Batch) -> dict[str, float]:
     in_context = (pred[:, None] == batch.context_labels).any(-1)
     return {"prev_token_L1": prev, "induction_L2": (correct - rest).mean().item(), "attn_correct_L2": correct.mean().item(),
             "attn_labels_L2": to_labels.sum(-1).mean().item(), "context_label_acc": in_context.float().mean().item()}
+
+
+# -------------------------------------------------------------------------- self-describing checkpoints
+
+NET_META = "interp_icl.json"
+
+
+def task_spec(spec: TaskSpec, task_seed: int, net_seed: int) -> dict:
+    """What a checkpoint saves beside its weights so that `from_spec` rebuilds its task."""
+    from dataclasses import asdict
+
+    return {"name": "icl_classification", "spec": asdict(spec), "seed": task_seed, "net_seed": net_seed}
+
+
+def from_spec(saved: dict) -> ICLTask:
+    return make_task(TaskSpec(**saved["spec"]), seed=saved["seed"])
+
+
+def save_net(net: ICLNet, folder, task: dict) -> None:
+    """`net` as a folder: model.safetensors and interp_icl.json (its task spec and seeds). Atomic."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from interp.fsutil import atomic_dir
+
+    with atomic_dir(folder) as tmp:
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp / "model.safetensors"))
+        (tmp / NET_META).write_text(json.dumps({"format": 1, "task": task}, indent=2))
+
+
+def load_net(folder) -> tuple[ICLNet, ICLTask, dict]:
+    """The network saved by `save_net`, in eval mode, with its task and the saved spec."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from interp import InterpError
+
+    folder = Path(folder)
+    try:
+        task = json.loads((folder / NET_META).read_text())["task"]
+        state = load_file(str(folder / "model.safetensors"))
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user-facing problem
+        raise InterpError(f"The ICL network in {folder} cannot be read ({type(e).__name__}: {e}): train it again.") from e
+    spec = TaskSpec(**task["spec"])
+    net = ICLNet(spec, seed=task["net_seed"])
+    net.load_state_dict(state)
+    return net.eval(), from_spec(task), task

@@ -31,7 +31,7 @@ def activation_metrics(sae: SAE, x: Float[Tensor, "n d_in"], batch_size: int = 4
     was = sae.training
     sae.train(as_trained)
     n_all = x.shape[0]
-    if sae.cfg.max_norm:  # the outliers the SAE was trained without (see TrainConfig.outlier_norm)
+    if sae.cfg.max_norm:  # the outliers the SAE was trained without (see SAETrainConfig.outlier_norm)
         x = x[x.norm(dim=1) <= sae.cfg.max_norm]
     mean = x.double().mean(0)
     variance = (x.double() - mean).pow(2).sum(-1).mean().item()

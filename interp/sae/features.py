@@ -7,7 +7,7 @@ the tokens a feature writes towards through the unembedding, and its nearest fea
 The summary runs the SAE (inference mode) over the first `n_tokens` rows of the store it was
 trained on and is cached beside the SAE as `feature_summary.safetensors`, keyed by the SAE's weights
 file and the store, so the dashboard reads it instead of recomputing. Outlier rows (norm above the
-SAE's max_norm, see TrainConfig.outlier_norm) get no features, as in training.
+SAE's max_norm, see SAETrainConfig.outlier_norm) get no features, as in training.
 """
 
 from __future__ import annotations

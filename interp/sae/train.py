@@ -13,12 +13,11 @@ SAELens's format (`sae/cfg.json`, `sae/sae_weights.safetensors`) and results.jso
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import os
 import time
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.distributed as dist
@@ -27,72 +26,99 @@ from torch import Tensor
 from tqdm import tqdm
 
 from interp import InterpError
-from interp.fsutil import write_atomic
+from interp.config import NonNegFloat, NonNegInt, OneOf, PosFloat, PosInt, Range, Share, validate
 from interp.runs import Run
 from interp.sae import losses
 from interp.sae.io import save_sae
-from interp.sae.models import SAE, SAEConfig, zipf_targets
+from interp.sae.models import KINDS, SAE, SAEConfig, zipf_targets
 from interp.store import open_store
 
 
 @dataclass
-class TrainConfig:
+class SAETrainConfig:
     store: str = ""
     """Activation store folder, written by `interp cache`."""
-    kind: str = "topk"
+    kind: OneOf(*KINDS) = "topk"
     """Activation rule: topk, mutual_choice (= BatchTopK), feature_choice or relu (ReLU + L1)."""
-    expansion: int = 8
+    expansion: PosInt = 8
     """d_sae = expansion × d_in."""
-    k: int = 32
+    k: PosInt = 32
     """Mean active features per token (topk, mutual_choice, feature_choice)."""
-    fc_capacity: str = "uniform"
+    fc_capacity: OneOf("uniform", "zipf") = "uniform"
     """Feature Choice: tokens per feature, uniform (k·batch/d_sae each) or zipf (∝ 1/rank by firing density)."""
-    batch_size: int = 4096
+    batch_size: PosInt = 4096
     """Tokens per step, over all data-parallel ranks together."""
-    tokens: int = 0
+    tokens: NonNegInt = 0
     """Training tokens (0: one pass over the store)."""
-    lr: float = 4e-4
+    lr: PosFloat = 4e-4
     """Adam learning rate (betas 0.9, 0.999); decays linearly to 0 over the last `decay_frac` of steps."""
-    decay_frac: float = 0.2
+    decay_frac: Share = 0.2
     """Share of the steps, at the end, over which the learning rate decays to 0."""
-    aux_k_coef: float = 1 / 32
+    aux_k_coef: NonNegFloat = 1 / 32
     """Weight of aux_k_loss: dead features reconstruct the error (Gao et al. 2024). 0 turns it off."""
-    k_aux: int = 0
+    k_aux: NonNegInt = 0
     """Features the auxiliary losses may use per token (0: d_in / 2)."""
-    dead_tokens: int = 1_000_000
+    dead_tokens: PosInt = 1_000_000
     """A feature that has not fired in this many tokens is dead."""
-    aux_zipf_coef: float = 0.0
+    aux_zipf_coef: NonNegFloat = 0.0
     """Weight of aux_zipf_loss: under-used features (by a Zipf target) reconstruct the error (Ayonrinde 2024)."""
-    zipf_underuse: float = 0.1
+    zipf_underuse: Share = 0.1
     """aux_zipf: a feature is under-used when its density is below this share of its Zipf target."""
-    l1_coef: float = 0.3
+    l1_coef: NonNegFloat = 0.3
     """ReLU SAEs: (initial) L1 coefficient, on activations in units of the data's standard deviation."""
-    target_l0: float = 0.0
+    target_l0: NonNegFloat = 0.0
     """ReLU SAEs: steer the L1 coefficient so that the mean L0 settles here (0: keep l1_coef fixed)."""
-    dense_density: float = 0.1
+    dense_density: Share = 0.1
     """A feature firing on more than this share of tokens (running mean) is dense."""
-    threshold_lr: float = 0.01
+    threshold_lr: Annotated[float, Range(above=0, max=1)] = 0.01
     """Rate of the batch rules' inference-threshold moving average."""
-    buffer_tokens: int = 262144
+    buffer_tokens: PosInt = 262144
     """Tokens in the store's shuffling buffer."""
-    outlier_norm: float = 10.0
+    outlier_norm: NonNegFloat = 10.0
     """Leave out activations whose norm exceeds this multiple of the median norm (0: keep all). SmolLM2's
     residual has rare massive activations (about 1 token in 2,000, at position 1, 100x the median norm)
     that would otherwise dominate the squared error."""
-    stats_tokens: int = 65536
+    stats_tokens: PosInt = 65536
     """Tokens used once for b_dec (their mean) and the data variance that normalises the MSE."""
-    log_every: int = 20
+    log_every: PosInt = 20
     """Steps between metrics.jsonl lines."""
-    checkpoint_every: int = 200
+    checkpoint_every: NonNegInt = 200
     """Steps between checkpoints (0: only at the end)."""
-    threads: int = 0
+    threads: NonNegInt = 0
     """torch threads per process (0: torch's default)."""
     device: str = "cpu"
-    """cpu or cuda."""
-    holdout: int = 0
+    """cpu, cuda or cuda:N."""
+    holdout: NonNegInt = 0
     """Tokens at the end of the store left out of training (for evaluations)."""
-    seed: int = 0
+    seed: NonNegInt = 0
     """Seed of the weights and the data order."""
+
+    def check(self) -> None:
+        """The device exists; with a store: it is whole (every shard's checksum), holds one batch to train
+        on, and the SAE's shape is possible."""
+        if not (self.device == "cpu" or self.device == "cuda" or (self.device.startswith("cuda:") and self.device[5:].isdigit())):
+            raise InterpError(f"device = {self.device!r}: choose cpu, cuda or cuda:N.")
+        if self.device.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise InterpError(f"device = {self.device!r}, but CUDA is not available on this machine (torch "
+                                  f"{torch.__version__} sees no GPU): train with --device cpu.")
+            index = int(self.device[5:] or 0)
+            if index >= torch.cuda.device_count():
+                raise InterpError(f"device = {self.device!r}, but this machine has {torch.cuda.device_count()} CUDA devices.")
+        if not self.store:
+            return  # set later (an experiment fills it in); train_sae checks again
+        store = open_store(self.store)
+        store.verify()
+        n_train = store.n_tokens - self.holdout
+        if n_train < self.batch_size:
+            raise InterpError(f"The store holds {store.n_tokens} tokens, {self.holdout} held out: fewer than one batch of "
+                              f"{self.batch_size} to train on. Cache more tokens or lower batch_size / holdout.")
+        if self.tokens and self.tokens < self.batch_size:
+            raise InterpError(f"tokens = {self.tokens} is less than one batch: training needs at least {self.batch_size} "
+                              f"tokens (batch_size), or tokens = 0 for one pass over the store.")
+        if self.buffer_tokens < self.batch_size:
+            raise InterpError(f"buffer_tokens = {self.buffer_tokens} cannot hold one batch of {self.batch_size}: raise it.")
+        SAEConfig(d_in=store.d_in, d_sae=self.expansion * store.d_in, kind=self.kind, k=self.k).check()
 
 
 class Dist:
@@ -144,8 +170,11 @@ class Dist:
             offset += g.numel()
 
 
-def train_sae(cfg: TrainConfig, run: Run | None, quiet: bool = False) -> tuple[SAE, dict]:
+def train_sae(cfg: SAETrainConfig, run: Run | None, quiet: bool = False) -> tuple[SAE, dict]:
     """Train (or resume, when `run` holds a checkpoint) and return the SAE and its last logged metrics."""
+    if not cfg.store:
+        raise InterpError("No activation store given (store = \"\"): pass the folder `interp cache` wrote.")
+    validate(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     d = Dist(cfg.device)
@@ -153,22 +182,21 @@ def train_sae(cfg: TrainConfig, run: Run | None, quiet: bool = False) -> tuple[S
         raise InterpError(f"batch_size {cfg.batch_size} must divide evenly over {d.world} processes.")
     store = open_store(cfg.store)
     n_train = store.n_tokens - cfg.holdout
-    if n_train < cfg.batch_size:
-        raise InterpError(f"The store holds {store.n_tokens} tokens, {cfg.holdout} held out: fewer than one batch of "
-                          f"{cfg.batch_size} to train on. Cache more tokens or lower batch_size / holdout.")
     total = cfg.tokens or n_train
     steps = total // cfg.batch_size
     sae, opt, state = build(cfg, store, d)
-    start = _resume(run, sae, opt, state)
+    lead = d.rank == 0
+    start = _resume(run, sae, opt, state, lead)
     batches = store.batches(cfg.batch_size, buffer_tokens=min(cfg.buffer_tokens, n_train), seed=cfg.seed, epochs=None,
                             rank=d.rank, world_size=d.world, drop_last=True, rows=(0, n_train))
     for _ in range(start if start < steps else 0):  # a resumed run sees the batches it would have seen (seeded order)
         next(batches)
-    lead = d.rank == 0
     if lead and run:
         run.dir.mkdir(parents=True, exist_ok=True)
     bar = tqdm(range(start, steps), desc=f"sae {cfg.kind}", disable=quiet or not lead, initial=start, total=steps)
-    t0, n0, row = time.perf_counter(), start, {}
+    # Resumed at the end (killed after the last checkpoint): the last metrics are the last logged line's.
+    row = {k: v for k, v in run.metrics()[-1].items() if k != "step"} if run and start and run.metrics() else {}
+    t0, n0 = time.perf_counter(), start
     for step in bar:
         lr = cfg.lr * min(1.0, (steps - step) / max(1.0, cfg.decay_frac * steps))
         out = train_step(sae, opt, next(batches).to(cfg.device), cfg, state, d, lr)
@@ -192,7 +220,7 @@ def train_sae(cfg: TrainConfig, run: Run | None, quiet: bool = False) -> tuple[S
     return sae, {"steps": steps, "d_sae": sae.cfg.d_sae, **row}
 
 
-def build(cfg: TrainConfig, store, d: Dist | None = None) -> tuple[SAE, torch.optim.Optimizer, dict]:
+def build(cfg: SAETrainConfig, store, d: Dist | None = None) -> tuple[SAE, torch.optim.Optimizer, dict]:
     """A fresh SAE for this store (b_dec at the data mean), its Adam optimiser and the training state."""
     m = store.manifest
     sample = store.read(0, min(cfg.stats_tokens, store.n_tokens))  # [n, d_in], read once
@@ -216,7 +244,7 @@ def build(cfg: TrainConfig, store, d: Dist | None = None) -> tuple[SAE, torch.op
     return sae, opt, state
 
 
-def train_step(sae: SAE, opt, x: Float[Tensor, "batch d_in"], cfg: TrainConfig, state: dict, d: Dist | None = None,
+def train_step(sae: SAE, opt, x: Float[Tensor, "batch d_in"], cfg: SAETrainConfig, state: dict, d: Dist | None = None,
                lr: float | None = None) -> dict:
     """One step on this rank's slice `x` of the global batch: encode, decode, losses, backward, gradient
     all-reduce, Adam, decoder renormalisation, thresholds and feature statistics. Returns the metrics."""
@@ -282,7 +310,7 @@ def train_step(sae: SAE, opt, x: Float[Tensor, "batch d_in"], cfg: TrainConfig, 
     return out
 
 
-def _data_stats(sample: Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor, float]:
+def _data_stats(sample: Tensor, cfg: SAETrainConfig) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Over the store's first tokens, outliers left out: the mean activation (b_dec's start), the total
     variance Σ_d Var(x_d) and the outlier norm (0: none)."""
     x = sample.double()  # [n, d_in]
@@ -294,24 +322,19 @@ def _data_stats(sample: Tensor, cfg: TrainConfig) -> tuple[torch.Tensor, torch.T
     return mean.float(), (x - mean).pow(2).sum(-1).mean().float(), float(max_norm)
 
 
-def _resume(run: Run | None, sae: SAE, opt, stats: dict) -> int:
-    path = run.dir / "checkpoint.pt" if run else None
-    if path is None or not path.exists():
+def _resume(run: Run | None, sae: SAE, opt, stats: dict, lead: bool = True) -> int:
+    """Load the run's checkpoint (metrics.jsonl cut back to its step) and return its step; 0 without one."""
+    state = run.resume(lead=lead) if run else None
+    if state is None:
         return 0
-    state = torch.load(path, weights_only=True, map_location="cpu")
     if "density" not in state["sae"]:  # a checkpoint from before the density moved from the stats onto the SAE
         state["sae"]["density"] = state["stats"].get("density", sae.density)
     sae.load_state_dict(state["sae"])
     opt.load_state_dict(state["optimizer"])
     for k in stats:
         stats[k] = state["stats"][k]
-    done = int(state["step"])
-    history = [r for r in run.metrics() if r["step"] <= done]
-    write_atomic(run.dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-    return done
+    return int(state["step"])
 
 
 def _checkpoint(run: Run, step: int, sae: SAE, opt, stats: dict) -> None:
-    buf = io.BytesIO()
-    torch.save({"step": step, "sae": sae.state_dict(), "optimizer": opt.state_dict(), "stats": stats}, buf)
-    write_atomic(run.dir / "checkpoint.pt", buf.getvalue())
+    run.save_checkpoint(step, {"sae": sae.state_dict(), "optimizer": opt.state_dict(), "stats": stats})
