@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import report
-from interp.sae.train import TrainConfig, build, train_step
+from interp.sae.train import SAETrainConfig, build, train_step
 from interp.store import StoreWriter, open_store
 
 D_IN, D_SAE, K, BATCH = 576, 4608, 32, 4096
@@ -75,7 +75,7 @@ def make_steppers(store_dir: str, modes: list[str], device: str) -> dict:
     for mode in modes:
         if mode.startswith("ours_"):
             kind, capacity = mode[5:].removesuffix("_zipf"), "zipf" if mode.endswith("_zipf") else "uniform"
-            cfg = TrainConfig(store=store_dir, kind=kind, fc_capacity=capacity, expansion=D_SAE // D_IN, k=K, batch_size=BATCH, device=device)
+            cfg = SAETrainConfig(store=store_dir, kind=kind, fc_capacity=capacity, expansion=D_SAE // D_IN, k=K, batch_size=BATCH, device=device)
             sae, opt, state = build(cfg, store)
             steppers[mode] = lambda x, sae=sae, opt=opt, state=state, cfg=cfg: train_step(sae, opt, x, cfg, state)
         else:

@@ -25,7 +25,6 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import report  # noqa: E402
-from experiments.bigram_backcopy import Config, build_model  # noqa: E402
 from toy_tasks import bigram_backcopy as bb  # noqa: E402
 from toy_tasks.trainer import lm_loss  # noqa: E402
 
@@ -71,17 +70,17 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = Config()
+    d_model, seq_len, batch_size = 64, 64, 64  # Bigram-Backcopy's sizes
     task = bb.char_task()
-    hooked = build_model(task, args.layers, "softmax", cfg).module.train()
+    hooked = bb.build_model(task, args.layers, "softmax", d_model, seq_len).module.train()
     models = {
         "hooked": hooked,
-        "plain": Plain(task.d_vocab, cfg.d_model, cfg.seq_len, args.layers, sdpa=False),
-        "plain_sdpa": Plain(task.d_vocab, cfg.d_model, cfg.seq_len, args.layers, sdpa=True),
+        "plain": Plain(task.d_vocab, d_model, seq_len, args.layers, sdpa=False),
+        "plain_sdpa": Plain(task.d_vocab, d_model, seq_len, args.layers, sdpa=True),
     }
     n_params = {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()}
     opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-3) for k, m in models.items()}
-    batch = bb.sample(task, cfg.batch_size, cfg.seq_len, torch.Generator().manual_seed(0))
+    batch = bb.sample(task, batch_size, seq_len, torch.Generator().manual_seed(0))
 
     def step(name):
         loss = lm_loss(models[name], batch)
@@ -103,8 +102,8 @@ def main() -> None:
     rows = {k: {"ms_per_step": statistics.median(v) * 1e3, "steps_per_s": 1 / statistics.median(v),
                 "time_vs_plain": statistics.median(v) / base, "params": n_params[k]} for k, v in times.items()}
     report(f"toy_trainer_{args.layers}l", args.threads, {
-        "model": f"Bigram-Backcopy model: {args.layers} layer(s), d_model {cfg.d_model}, 1 head, MLP 4d, vocab {task.d_vocab}",
-        "batch": f"{cfg.batch_size} x {cfg.seq_len} tokens, AdamW step",
+        "model": f"Bigram-Backcopy model: {args.layers} layer(s), d_model {d_model}, 1 head, MLP 4d, vocab {task.d_vocab}",
+        "batch": f"{batch_size} x {seq_len} tokens, AdamW step",
     }, {"ms_per_step": "ms / step:.1f", "steps_per_s": "steps/s:.1f", "time_vs_plain": "time vs plain:.2f", "params": "parameters:,"}, rows)
 
 if __name__ == "__main__":

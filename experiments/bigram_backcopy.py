@@ -19,17 +19,18 @@ Each model is a checkpoint folder `<run>/<variant>/model` that `load_model` open
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from interp import InterpError, figures
-from interp.models import save_toy, toy_model
-from interp.runs import Run, claim, in_workers
+from interp.config import AtLeast, NonNegInt, OneOf, PosFloat, PosInt, nested
+from interp.models import save_toy
+from interp.runs import Run, claim
+from interp.workers import in_workers
 from toy_tasks import bigram_backcopy as bb
-from toy_tasks.trainer import TrainConfig, lm_loss, train
+from toy_tasks.trainer import ToyTrainConfig, lm_loss, train
 
 PAPER = "Active-Dormant Attention Heads (Guo et al. 2024)"
 CLAIMS = [
@@ -54,61 +55,43 @@ VARIANTS = {  # name -> (layers, attention, optimizer)
 
 @dataclass
 class Config:
-    bigram: str = "char"
+    bigram: OneOf("char", "synthetic") = "char"
     """Bigram of the task: char (character bigram of the stdlib docstrings) or synthetic (random sparse chain)."""
-    n_triggers: int = 3
+    n_triggers: PosInt = 3
     """Trigger tokens: the k most frequent."""
-    d_model: int = 64
+    d_model: PosInt = 64
     """Residual width (one head of this width per layer)."""
-    seq_len: int = 64
+    seq_len: AtLeast(3) = 64
     """Tokens per sequence, BOS included."""
-    batch_size: int = 64
-    """Sequences per step."""
-    lr: float = 1e-3
-    """AdamW learning rate."""
-    steps: int = 1500
-    """Steps of the 1-layer runs."""
+    trainer: ToyTrainConfig = nested(ToyTrainConfig, steps=1500, batch_size=64, lr=1e-3, eval_every=50, checkpoint_every=500,
+                                     fixed=("optimizer", "seed"))
+    """Training of the 1-layer runs (AdamW); the 3-layer runs take their steps and learning rates from deep_steps,
+    deep_lr and sgd_lr and everything else from here. beta2 and weight_decay: the paper's code uses 0.99 and 1e-4."""
     deep: bool = True
     """Also train the 3-layer AdamW/SGD pair (claims 8 and 9)."""
-    deep_steps: int = 3000
+    deep_steps: PosInt = 3000
     """Steps of the 3-layer runs."""
-    deep_lr: float = 3e-3
+    deep_lr: PosFloat = 3e-3
     """AdamW learning rate of the 3-layer AdamW run."""
-    sgd_lr: float = 0.1
-    """SGD learning rate of the 3-layer SGD run (momentum 0.9)."""
-    beta2: float = 0.999
-    """AdamW second-moment decay (the paper's code: 0.99)."""
-    weight_decay: float = 0.0
-    """AdamW / SGD weight decay (the paper's code: 1e-4)."""
-    eval_every: int = 50
-    """Steps between probes (metrics.jsonl lines)."""
-    eval_batch: int = 256
+    sgd_lr: PosFloat = 0.1
+    """SGD learning rate of the 3-layer SGD run (momentum: trainer.momentum)."""
+    eval_batch: PosInt = 256
     """Held-out sequences every probe and the final checks use."""
-    workers: int = 2
+    workers: PosInt = 2
     """Training runs in parallel, one torch thread each."""
-    seed: int = 0
+    seed: NonNegInt = 0
     """Seed of the model init, the batch stream and the synthetic chain."""
 
+    def check(self) -> None:
+        if self.n_triggers >= 64:
+            raise InterpError(f"n_triggers = {self.n_triggers} leaves no non-trigger token among the task's 64.")
 
-QUICK = dict(deep=False)
+
+QUICK = {"deep": False}
 
 
 def make_task(cfg: Config) -> bb.BBTask:
-    if cfg.bigram == "char":
-        return bb.char_task(cfg.n_triggers)
-    if cfg.bigram == "synthetic":
-        return bb.synthetic_task(n_triggers=cfg.n_triggers, seed=cfg.seed)
-    raise InterpError(f"Unknown bigram {cfg.bigram!r}: choose char or synthetic.")
-
-
-def build_model(task: bb.BBTask, n_layers: int, attn_fn: str, cfg: Config):
-    config = {**bb.model_config(task, n_layers, cfg.d_model, cfg.seq_len, attn_fn), "initializer_range": 0.02}
-    model = toy_model(config, seed=cfg.seed, vocab=task.vocab, sink_token_id=bb.BOS, spec=f"bigram_backcopy:{n_layers}l-{attn_fn}")
-    g = torch.Generator().manual_seed(cfg.seed)
-    with torch.no_grad():  # embeddings at PyTorch's nn.Embedding scale, N(0, 1)
-        model.module.embed.W_E.copy_(torch.randn(model.module.embed.W_E.shape, generator=g))
-        model.module.pos_embed.W_pos.copy_(torch.randn(model.module.pos_embed.W_pos.shape, generator=g))
-    return model
+    return bb.make_task(cfg.bigram, cfg.n_triggers, cfg.seed)
 
 
 def train_variant(cfg: Config, variant: str, folder: str, quiet: bool = True) -> dict:
@@ -116,27 +99,23 @@ def train_variant(cfg: Config, variant: str, folder: str, quiet: bool = True) ->
     torch.set_num_threads(1)
     n_layers, attn_fn, opt = VARIANTS[variant]
     task = make_task(cfg)
-    model = build_model(task, n_layers, attn_fn, cfg)
+    model = bb.build_model(task, n_layers, attn_fn, cfg.d_model, cfg.seq_len, cfg.seed)
     eval_tokens = bb.sample(task, cfg.eval_batch, cfg.seq_len, torch.Generator().manual_seed(cfg.seed + 10_000))
     deep = n_layers > 1
-    tcfg = TrainConfig(
-        steps=cfg.deep_steps if deep else cfg.steps, batch_size=cfg.batch_size,
-        lr=cfg.sgd_lr if opt == "sgd" else cfg.deep_lr if deep else cfg.lr, optimizer=opt, momentum=0.9,
-        beta2=cfg.beta2, weight_decay=cfg.weight_decay, eval_every=cfg.eval_every, checkpoint_every=500, seed=cfg.seed,
-    )
+    tcfg = replace(cfg.trainer, steps=cfg.deep_steps if deep else cfg.trainer.steps,
+                   lr=cfg.sgd_lr if opt == "sgd" else cfg.deep_lr if deep else cfg.trainer.lr, optimizer=opt, seed=cfg.seed)
     run = Run(Path(folder))
     history = train(
-        model.module, lambda g: bb.sample(task, cfg.batch_size, cfg.seq_len, g), lm_loss, tcfg, run=run,
+        model.module, lambda g: bb.sample(task, tcfg.batch_size, cfg.seq_len, g), lm_loss, tcfg, run=run,
         probe=lambda step: bb.probe(model, task, eval_tokens), quiet=quiet,
     )
-    save_toy(model, run.dir / "model")
+    save_toy(model, run.dir / "model", task=bb.task_spec(cfg.bigram, cfg.n_triggers, cfg.seed))
     final = bb.probe(model, task, eval_tokens)
     ablations = [bb.ablation(model, task, eval_tokens, l) for l in range(n_layers)]
     return {"variant": variant, "history": history, "final": final, "ablations": ablations}
 
 
 def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
-    t0 = time.time()
     task = make_task(cfg)
     variants = [v for v in VARIANTS if cfg.deep or not v.endswith("_3l")]
     order = sorted(variants, key=lambda v: -VARIANTS[v][0])  # start the long runs first
@@ -150,8 +129,6 @@ def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
         "ablations": {v: r["ablations"] for v, r in out.items()},
         "models": {v: str(run_dir.dir / v / "model") for v in out},
         "steps_per_s": {v: _median([h["steps_per_s"] for h in r["history"] if h["steps_per_s"]]) for v, r in out.items()},
-        "config": asdict(cfg),
-        "runtime_s": round(time.time() - t0, 1),
     }
 
 

@@ -20,18 +20,19 @@ import ast
 import math
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from experiments import sinks
 from interp import InterpError, attention, figures
+from interp.config import AtLeast, NonNegFloat, NonNegInt, OneOf, PosFloat, PosInt, Share
 from interp.corpus import Text, corpus_info, load_texts
+from interp.hooks import BACKENDS
 from interp.hooks import run as run_hooks
-from interp.interventions import HEAD_INTERVENTIONS, head_intervention_deltas, sequence_losses
+from interp.interventions import HEAD_INTERVENTIONS, head_intervention_deltas, logit_sequence_losses
 from interp.models import load_model
 from interp.runs import Run, claim
 
@@ -43,7 +44,7 @@ CLAIMS = [
     "domain where it is active (lower α_0), the gap at least 3 standard errors above 0",
     "entropy detector (row entropy ≤ 0.3, column entropy ≥ 0.7) flags heads whose mean α_0 is higher than the rest's",
 ]
-CONDITIONS = sinks.CONDITIONS  # condition -> prepend <|endoftext|>
+CONDITIONS = {"raw": False, "endoftext": True}  # condition -> prepend <|endoftext|>
 DOMAINS = ("code", "prose")
 
 
@@ -51,37 +52,37 @@ DOMAINS = ("code", "prose")
 class Config:
     model: str = "smollm2-135m"
     """Model spec to probe (see `interp models`)."""
-    n_snippets: int = 32
-    """Snippets per domain (code and prose); each runs in both position-0 conditions."""
-    seq_len: int = 128
+    n_snippets: AtLeast(2) = 32
+    """Snippets per domain (code and prose); each runs in both position-0 conditions (≥ 2: standard errors)."""
+    seq_len: AtLeast(3) = 128
     """Tokens per snippet (position 0 included)."""
     strip_docstrings: bool = True
     """Remove docstrings and full-line comments from code snippets, so the code domain holds no documentation text."""
-    selectivity: float = 0.3
+    selectivity: Share = 0.3
     """A head is domain-selective when its mean α_0 differs by at least this much between the domains."""
-    max_candidates: int = 24
+    max_candidates: NonNegInt = 24
     """Heads that get both interventions: the domain-selective ones with the largest |Δα_0| first (the top ones if none is selective)."""
-    intervention_condition: str = "endoftext"
+    intervention_condition: OneOf(*CONDITIONS) = "endoftext"
     """Position-0 condition in which heads are selected and intervened on: raw or endoftext."""
-    cost_ratio: float = 2.0
+    cost_ratio: PosFloat = 2.0
     """The ablation must cost at least this many times more loss on the active domain than on the dormant one."""
-    z_min: float = 3.0
+    z_min: NonNegFloat = 3.0
     """... and the gap Δ_active − cost_ratio·Δ_dormant must be at least this many standard errors above 0 (3: about 20 heads are tested)."""
-    row_entropy_max: float = 0.3
+    row_entropy_max: Share = 0.3
     """Entropy detector: a head is flagged dormant when its normalised row entropy is at most this ..."""
-    col_entropy_min: float = 0.7
+    col_entropy_min: Share = 0.7
     """... and its normalised column entropy at least this."""
-    secondary_norm: float = 0.5
+    secondary_norm: PosFloat = 0.5
     """A later position is a secondary sink for layer l when its residual norm entering l is at least this fraction of position 0's."""
-    batch_size: int = 8
+    batch_size: PosInt = 8
     """Snippets per forward pass."""
-    backend: str = "transformer_lens"
+    backend: OneOf(*BACKENDS) = "transformer_lens"
     """Backend that runs the model: transformer_lens or nnsight."""
-    seed: int = 0
+    seed: NonNegInt = 0
     """Seed that picks the snippets."""
 
 
-QUICK = dict(n_snippets=8, max_candidates=2)
+QUICK = {"n_snippets": 8, "max_candidates": 2}
 
 
 # ------------------------------------------------------------------------------------------ corpus
@@ -124,50 +125,45 @@ def snippets(model, domain: str, cfg: Config) -> list[Text]:
 
 
 def measure(model, tokens: Int[Tensor, "batch pos"], cfg: Config, quiet: bool = True) -> dict[str, Tensor]:
-    """Per-snippet statistics in one pass: the `sinks.measure` set (α, ‖v‖, ‖W_O v‖, ‖resid‖, Δlogit),
+    """Per-snippet statistics in one pass: `attention.sink_stats_batch` (α, ‖v‖, ‖W_O v‖, ‖resid‖, Δlogit),
     the attention entropies of every head, the clean loss of each snippet, and secondary sinks: later
     positions whose residual norm entering layer l is ≥ `secondary_norm` × position 0's ("secondary",
     each head's mean attention to them; "secondary_value", their mean ‖W_O v‖ / median later ‖W_O v‖;
     "secondary_pos", positions that are one in some layer)."""
     L = model.info.n_layers
-    names = [f"blocks.{l}.{h}" for l in range(L) for h in
-             ("attn.hook_v", "attn.hook_attn_scores", "attn.hook_pattern", "hook_resid_post")]
-    W_O = [model.W_O(l).detach() for l in range(L)]  # a parameter: without detach each product keeps its graph
-    keys = ("alpha", "v_norm", "wov_norm", "resid_norm", "delta_logit", "row_entropy", "col_entropy", "mass_entropy", "secondary", "secondary_value")
-    parts: dict[str, list] = {k: [] for k in (*keys, "loss", "secondary_pos")}
+    names = attention.sink_hook_names(L)
+    keys = ("row_entropy", "col_entropy", "mass_entropy", "secondary", "secondary_value")
+    parts: dict[str, list] = {"loss": [], "secondary_pos": []}
     for chunk in tqdm(tokens.split(cfg.batch_size), desc="forward passes", disable=quiet, leave=False):
         logits, acts = run_hooks(model, chunk, capture=names, backend=cfg.backend)
-        parts["loss"].append(sequence_losses(logits, chunk).cpu())
+        parts["loss"].append(logit_sequence_losses(logits, chunk).cpu())
+        stats = attention.sink_stats_batch(model, acts)  # each [batch, layer, ...]
         per_layer = {k: [] for k in keys}
         anywhere = torch.zeros(chunk.shape, dtype=torch.bool)  # [batch, pos]
         for l in range(L):
-            v = acts[f"blocks.{l}.attn.hook_v"]  # [batch, pos, kv_head, d_head]
             pattern = acts[f"blocks.{l}.attn.hook_pattern"]  # [batch, head, q, k]
-            per_layer["alpha"].append(attention.alpha(pattern))  # [batch, head, k]
-            per_layer["v_norm"].append(attention.value_norms(v))  # [batch, kv_head, pos]
-            per_layer["wov_norm"].append(attention.output_value_norms(v, W_O[l]))  # [batch, head, pos]
-            per_layer["resid_norm"].append(attention.residual_norms(acts[f"blocks.{l}.hook_resid_post"]))  # [batch, pos]
-            per_layer["delta_logit"].append(attention.sink_delta_logit(acts[f"blocks.{l}.attn.hook_attn_scores"]))  # [batch, head]
             for name, e in attention.attention_entropies(pattern).items():
                 per_layer[f"{name}_entropy"].append(e)  # [batch, head]
             big = torch.zeros(chunk.shape, dtype=torch.bool, device=pattern.device)  # [batch, pos]
             if l:  # keys of layer l are read from the residual stream after layer l − 1
-                entering = per_layer["resid_norm"][l - 1]
+                entering = stats["resid_norm"][:, l - 1]
                 big[:, 1:] = entering[:, 1:] >= cfg.secondary_norm * entering[:, :1]
             anywhere |= big.cpu()
             per_layer["secondary"].append((pattern * big[:, None, None, :]).sum(-1).mean(-1))  # [batch, head]
-            wov = per_layer["wov_norm"][l]  # [batch, head, pos]
+            wov = stats["wov_norm"][:, l]  # [batch, head, pos]
             rel = wov / wov[..., 1:].median(-1).values.unsqueeze(-1)  # ‖W_O v_p‖ / median over later positions
             per_layer["secondary_value"].append((rel * big[:, None]).sum(-1) / big.sum(-1, keepdim=True))  # NaN if none
         parts["secondary_pos"].append(anywhere)
+        for k, v in stats.items():
+            parts.setdefault(k, []).append(v)
         for k, xs in per_layer.items():
-            parts[k].append(torch.stack(xs, dim=1).cpu())  # layer becomes dim 1
+            parts.setdefault(k, []).append(torch.stack(xs, dim=1).cpu())  # layer becomes dim 1
     return {k: torch.cat(v) for k, v in parts.items()}  # each [snippet, layer, ...]
 
 
 def summarise(m: dict[str, Tensor]) -> dict:
-    """`sinks.summarise` (α_0, residual peak, value drain per layer/head) plus entropies and loss."""
-    s = sinks.summarise(m, sinks.Config())
+    """`attention.summarise_sinks` (α_0, residual peak, value drain per layer/head) plus entropies and loss."""
+    s = attention.summarise_sinks(m)
     keep = ("alpha0", "alpha0_by_layer", "resid_pos0_vs_max_by_layer", "resid_pos0_vs_mean_by_layer",
             "wov_pos0_vs_median", "wov_pos0_vs_median_by_layer", "v_pos0_vs_median", "delta_logit")
     out = {k: s[k] for k in keep}
@@ -234,10 +230,6 @@ def _se(x: Tensor) -> float:
 
 def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
     t0 = time.time()
-    if cfg.n_snippets < 2 or cfg.max_candidates < 0:
-        raise InterpError(f"Need n_snippets ≥ 2 (standard errors) and max_candidates ≥ 0, got {cfg.n_snippets} and {cfg.max_candidates}.")
-    if cfg.intervention_condition not in CONDITIONS:
-        raise InterpError(f"intervention_condition must be one of {', '.join(CONDITIONS)}, got {cfg.intervention_condition!r}.")
     torch.set_num_threads(1)
     model = load_model(cfg.model, quiet=quiet)
     texts = {d: snippets(model, d, cfg) for d in DOMAINS}
@@ -278,8 +270,7 @@ def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
         "intervention_deltas_per_snippet": {k: {d: x.tolist() for d, x in v.items()} for k, v in deltas.items()},
         "snippets": {d: [{"source": t.source} for t in texts[d]] for d in DOMAINS},
         "corpus": corpus_info(),
-        "config": asdict(cfg),
-        "runtime_s": {"measure": round(t_measure, 1), "total": round(time.time() - t0, 1)},
+        "phase_seconds": {"measure": round(t_measure, 1)},
     }
 
 

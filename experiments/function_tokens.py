@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -45,6 +46,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from interp import InterpError, figures
+from interp.config import AtLeast, NonNegInt, PosFloat, PosInt, Range, nested
 from interp.corpus import corpus_info, token_chunks, token_counts
 from interp.graphs import (
     TokenFeatureGraph,
@@ -57,11 +59,10 @@ from interp.models import Model, load_model, save_toy, toy_model
 from interp.runs import Run, claim
 from interp.runs import unasserted as unasserted_note
 from interp.sae.io import load_sae
-from interp.sae.train import TrainConfig, train_sae
+from interp.sae.train import SAETrainConfig, train_sae
 from interp.store import Store, cache_activations, store_path
 from toy_tasks import corpus_lm
-from toy_tasks.trainer import TrainConfig as ToyTrainConfig
-from toy_tasks.trainer import lm_loss, train
+from toy_tasks.trainer import ToyTrainConfig, lm_loss, train
 
 PAPER = "Memory Retrieval and Consolidation in Large Language Models through Function Tokens (2025)"
 CLAIMS = [
@@ -81,90 +82,71 @@ class Config:
     """Model whose activations the SAE reads and whose held-out loss is decomposed."""
     hook: str = "blocks.15.hook_resid_post"
     """Hook the SAE reads (SmolLM2's middle layer)."""
-    tokens: int = 262_144
+    tokens: PosInt = 262_144
     """Activations in the store the SAE trains on and the graph is built over (sae_variants' full store)."""
-    sae: str = ""
+    sae_dir: str = ""
     """An existing SAE folder (SAELens format) for this model and hook, used instead of training one."""
-    expansion: int = 8
-    """d_sae = expansion × d_in of the SAE trained here."""
-    k: int = 32
-    """Active features per token of the TopK SAE."""
-    batch_size: int = 1024
-    """SAE training tokens per step."""
-    lr: float = 5e-4
-    """SAE Adam learning rate."""
-    epochs: int = 2
+    sae: SAETrainConfig = nested(SAETrainConfig, kind="topk", expansion=8, k=32, batch_size=1024, lr=5e-4,
+                                 aux_k_coef=1 / 32, dead_tokens=65536, fixed=("store", "tokens", "threads", "seed"))
+    """The TopK SAE trained here (aux_k on: dead features reconstruct the residual error); its store, token
+    count (epochs passes), threads and seed are this config's."""
+    epochs: PosInt = 2
     """SAE passes over the store."""
-    aux_k_coef: float = 1 / 32
-    """Weight of the SAE's aux_k loss (dead features reconstruct the residual error); 0 turns it off."""
-    dead_tokens: int = 65536
-    """A feature that has not fired in this many training tokens is dead (aux_k trains it)."""
-    function_share: float = 0.4
+    function_share: Annotated[float, Range(above=0, max=1)] = 0.4
     """Function tokens: the fewest most frequent tokens covering this share of the corpus's token occurrences."""
-    top_n: int = 10
+    top_n: PosInt = 10
     """Claim 1: how many of the most frequent tokens."""
-    coverage_min: float = 0.4
+    coverage_min: Annotated[float, Range(above=0, max=1)] = 0.4
     """Claim 1: share of the firing features they must reach."""
-    spearman_min: float = 0.7
+    spearman_min: Annotated[float, Range(min=-1, max=1)] = 0.7
     """Claim 2: least Spearman correlation of frequency and degree."""
-    sample_n: int = 50
+    sample_n: PosInt = 50
     """Claim 3: occurrences drawn per token (tokens with fewer are left out)."""
-    degree_ratio_min: float = 1.5
+    degree_ratio_min: PosFloat = 1.5
     """Claim 3: least ratio of function to content tokens' mean sampled degree."""
-    heldout_seqs: int = 128
+    heldout_seqs: PosInt = 128
     """Claim 4: corpus sequences not in the store on which SmolLM2's loss is decomposed."""
-    toy_vocab: int = 4096
+    toy_vocab: AtLeast(2) = 4096
     """Claim 5: toy vocabulary: the most frequent corpus tokens plus one OOV id."""
-    toy_layers: int = 2
+    toy_layers: PosInt = 2
     """Claim 5: toy LM layers."""
-    toy_d_model: int = 128
+    toy_d_model: PosInt = 128
     """Claim 5: toy LM width (4 heads, MLP 4× wider)."""
-    toy_seq_len: int = 64
+    toy_seq_len: AtLeast(2) = 64
     """Claim 5: toy LM context (tokens per training sequence)."""
-    toy_train_seqs: int = 16384
+    toy_train_seqs: PosInt = 16384
     """Claim 5: training sequences (the corpus pool batches are drawn from)."""
-    toy_eval_seqs: int = 256
+    toy_eval_seqs: PosInt = 256
     """Claim 5: held-out sequences the group losses are measured on."""
-    toy_steps: int = 3000
-    """Claim 5: toy LM training steps."""
-    toy_batch: int = 32
-    """Claim 5: toy LM sequences per step."""
-    toy_lr: float = 1e-3
-    """Claim 5: toy LM AdamW learning rate (constant)."""
-    toy_eval_every: int = 25
-    """Claim 5: steps between group-loss evaluations (metrics.jsonl lines)."""
+    toy: ToyTrainConfig = nested(ToyTrainConfig, steps=3000, batch_size=32, lr=1e-3, eval_every=25, checkpoint_every=500,
+                                 fixed=("seed",))
+    """Claims 5-6: the toy LM's training (AdamW, constant learning rate; an evaluation of the group losses every
+    eval_every steps, one metrics.jsonl line each); its seed is this config's."""
     check_budget_claims: bool = True
     """Assert claims 3 and 6, which need the full budget (a 262,144-token store, a longer-trained toy LM); when
     false they are measured and printed as notes (`unasserted_claims` in results.json) but not asserted."""
-    n_top_tokens: int = 30
+    n_top_tokens: PosInt = 30
     """Rows of the top-tokens table in results.json."""
-    threads: int = 1
+    threads: PosInt = 1
     """torch threads."""
-    seed: int = 0
+    seed: NonNegInt = 0
     """Seed of the SAE, the occurrence sample and the toy LM (the store's corpus order is fixed)."""
 
-    def __post_init__(self):
-        check_config(self)  # bad settings fail before a run folder exists
+    def check(self) -> None:
+        if self.toy.steps < 3 * self.toy.eval_every:
+            raise InterpError(f"toy.steps = {self.toy.steps} gives fewer than 3 evaluations every {self.toy.eval_every} steps: "
+                              "claim 5 needs a loss curve; raise toy.steps or lower toy.eval_every.")
+        if self.sae_dir and not (Path(self.sae_dir) / "cfg.json").exists():
+            raise InterpError(f"sae_dir = {self.sae_dir!r} is not an SAE folder (no cfg.json): give a folder written by `interp "
+                              "sae train` (its `sae/` subfolder) or SAELens, or leave sae_dir empty to train one.")
+        if not self.sae_dir and self.tokens * self.epochs < self.sae.batch_size:
+            raise InterpError(f"tokens × epochs = {self.tokens * self.epochs} is less than one SAE batch (sae.batch_size = "
+                              f"{self.sae.batch_size}).")
 
 
-QUICK = dict(tokens=98_304, expansion=4, epochs=1, heldout_seqs=32, toy_vocab=2048, toy_train_seqs=4096,
-             toy_eval_seqs=128, toy_steps=300, toy_eval_every=10, check_budget_claims=False)
+QUICK = {"tokens": 98_304, "sae.expansion": 4, "epochs": 1, "heldout_seqs": 32, "toy_vocab": 2048, "toy_train_seqs": 4096,
+         "toy_eval_seqs": 128, "toy.steps": 300, "toy.eval_every": 10, "check_budget_claims": False}
 BUDGET_CLAIMS = ("function_tokens_degree_at_equal_occurrences", "toy_function_to_content_hardest")
-
-
-def check_config(cfg: Config) -> None:
-    for name in ("function_share", "coverage_min"):
-        if not 0 < getattr(cfg, name) <= 1:
-            raise InterpError(f"{name} = {getattr(cfg, name)} is a share: it must lie in (0, 1].")
-    for name in ("tokens", "top_n", "sample_n", "heldout_seqs", "toy_steps", "toy_batch", "toy_eval_every", "epochs", "threads"):
-        if getattr(cfg, name) < 1:
-            raise InterpError(f"{name} = {getattr(cfg, name)} must be at least 1.")
-    if cfg.toy_steps < 3 * cfg.toy_eval_every:
-        raise InterpError(f"toy_steps = {cfg.toy_steps} gives fewer than 3 evaluations every {cfg.toy_eval_every} steps: "
-                          "claim 5 needs a loss curve; raise toy_steps or lower toy_eval_every.")
-    if cfg.sae and not (Path(cfg.sae) / "cfg.json").exists():
-        raise InterpError(f"sae = {cfg.sae!r} is not an SAE folder (no cfg.json): give a folder written by `interp sae "
-                          "train` (its `sae/` subfolder) or SAELens, or leave sae empty to train one.")
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -249,9 +231,8 @@ def train_toy(cfg: Config, run_dir: Run, model: Model, counts: np.ndarray, fn_id
         stats = group_losses(nll, is_fn[held[:, :-1]], is_fn[held[:, 1:]], held[:, 1:] != data.oov)
         return {f"loss_{g.replace('->', '_')}": s["loss"] for g, s in stats.items()}
 
-    tcfg = ToyTrainConfig(steps=cfg.toy_steps, batch_size=cfg.toy_batch, lr=cfg.toy_lr, eval_every=cfg.toy_eval_every,
-                          checkpoint_every=500, seed=cfg.seed)
-    history = train(toy.module, lambda g: corpus_lm.sample(data, cfg.toy_batch, g), lm_loss, tcfg, run=run_dir,
+    tcfg = replace(cfg.toy, seed=cfg.seed)
+    history = train(toy.module, lambda g: corpus_lm.sample(data, tcfg.batch_size, g), lm_loss, tcfg, run=run_dir,
                     probe=probe, quiet=quiet)
     save_toy(toy, run_dir.dir / "toy_lm")
     steps = [r["step"] for r in history]
@@ -266,15 +247,13 @@ def train_toy(cfg: Config, run_dir: Run, model: Model, counts: np.ndarray, fn_id
 
 
 def get_sae(cfg: Config, store: Store, run_dir: Run, quiet: bool):
-    """The SAE named by cfg.sae, or one trained here (resumed / reused from run_dir/sae)."""
-    if cfg.sae:
-        return load_sae(cfg.sae), cfg.sae, {}
+    """The SAE named by cfg.sae_dir, or one trained here (resumed / reused from run_dir/sae)."""
+    if cfg.sae_dir:
+        return load_sae(cfg.sae_dir), cfg.sae_dir, {}
     folder = run_dir.dir / "sae"
     if not (folder / "sae" / "cfg.json").exists():
         folder.mkdir(parents=True, exist_ok=True)
-        tcfg = TrainConfig(store=str(store.dir), kind="topk", expansion=cfg.expansion, k=cfg.k, batch_size=cfg.batch_size,
-                           tokens=store.n_tokens * cfg.epochs, lr=cfg.lr, aux_k_coef=cfg.aux_k_coef,
-                           dead_tokens=cfg.dead_tokens, threads=cfg.threads, seed=cfg.seed)
+        tcfg = replace(cfg.sae, store=str(store.dir), tokens=store.n_tokens * cfg.epochs, threads=cfg.threads, seed=cfg.seed)
         train_sae(tcfg, Run(folder), quiet=quiet)
     rows = Run(folder).metrics()
     return load_sae(folder / "sae"), str(folder / "sae"), rows[-1] if rows else {}
@@ -316,7 +295,7 @@ def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
             "sae": {"path": sae_path, "d_sae": sae.cfg.d_sae, "k": sae.cfg.k, "max_norm": sae.cfg.max_norm, "train": sae_train},
             "corpus": {**corpus_info(), "tokens": int(counts.sum()), "distinct": int((counts > 0).sum())},
             "heldout": {"sequences": len(seqs), "ctx_len": seqs.shape[1]}, "store": str(store.dir),
-            "config": asdict(cfg), "timings_s": timings, "runtime_s": round(time.time() - t0, 1)}
+            "phase_seconds": timings}
 
 
 def graph_stats(cfg: Config, graph: TokenFeatureGraph, sampled: TokenFeatureGraph, counts: np.ndarray, fn_ids: np.ndarray) -> dict:

@@ -19,17 +19,18 @@ the test suite; the main mode reports the same measure for its Adam and SGD runs
 from __future__ import annotations
 
 import statistics
-import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from scipy.stats import spearmanr
 
-from interp import InterpError, figures
-from interp.runs import Run, claim, in_workers
+from interp import figures
+from interp.config import NonNegFloat, NonNegInt, OneOf, PosFloat, PosInt, Share
+from interp.runs import Run, claim
+from interp.workers import in_workers
 from toy_tasks import icl_classification as ic
-from toy_tasks.trainer import TrainConfig, train
+from toy_tasks.trainer import ToyTrainConfig, train
 
 PAPER = "Reddy, ICLR 2024; Chan et al. 2022"
 CLAIMS = [
@@ -47,50 +48,54 @@ CLAIMS = [
 
 @dataclass
 class Config:
-    steps: int = 8000
+    steps: PosInt = 8000
     """Adam steps of the bursty K = 512 run (claims 4, 5, 7 read its end)."""
-    check_step: int = 4000
+    check_step: PosInt = 4000
     """Claim 1 reads IC at this step of the bursty K = 512 run."""
-    short_steps: int = 4000
+    short_steps: PosInt = 4000
     """Adam steps of the other runs (p_B = 0, K = 64, sweep points)."""
-    sgd_steps: int = 12000
+    sgd_steps: PosInt = 12000
     """Steps of the SGD run (claim 8)."""
-    sgd_lr: float = 0.05
+    sgd_lr: PosFloat = 0.05
     """Learning rate of the plain-SGD run."""
-    lr: float = 1e-3
+    lr: PosFloat = 1e-3
     """Adam learning rate."""
-    batch_size: int = 128
+    batch_size: PosInt = 128
     """Sequences per step."""
-    model: str = "icl"
+    model: OneOf("icl", "hooked") = "icl"
     """Network: icl (Reddy's minimal two-layer attention-only net) or hooked (a small HookedTransformer)."""
-    N: int = 8
+    N: PosInt = 8
     """Item-label pairs per context."""
-    L: int = 32
+    L: PosInt = 32
     """Labels."""
-    D: int = 63
+    D: PosInt = 63
     """Item dimension."""
-    eps: float = 0.1
+    eps: NonNegFloat = 0.1
     """Within-class noise."""
-    eval_every: int = 250
+    eval_every: PosInt = 250
     """Steps between probes."""
-    eval_size: int = 2000
+    eval_size: PosInt = 2000
     """Sequences per evaluation set (IC, IC2, IW)."""
     sgd: bool = True
     """Run the SGD plateau run (claim 8)."""
-    alpha_K: int = 1024
+    alpha_K: PosInt = 1024
     """Classes in the α sweep."""
-    alpha_p_B: float = 1.0
+    alpha_p_B: Share = 1.0
     """Share of bursty sequences in the α sweep (Chan et al. used 0.9; see the README for why we use 1)."""
-    sweep: str = ""
-    """Run a sweep instead of the main runs: K, eps or alpha."""
+    sweep: OneOf("", *SWEEPS) = ""
+    """Run a sweep instead of the main runs: K, eps or alpha ("": the main runs)."""
     slow: bool = False
     """Run the paper's slow regime instead (SGD 0.01, `slow_steps` steps) and measure abruptness."""
-    slow_steps: int = 60000
+    slow_steps: PosInt = 60000
     """Steps of the slow regime."""
-    workers: int = 2
+    workers: PosInt = 2
     """Trainings in parallel, one torch thread each."""
-    seed: int = 0
+    seed: NonNegInt = 0
     """Seed of the task (class means, labels) and the model init."""
+
+    def check(self) -> None:
+        for job in sweep_jobs(self) if self.sweep else slow_jobs(self) if self.slow else main_jobs(self):
+            ic.check_spec(job.spec)
 
 
 QUICK = {"steps": 4000, "short_steps": 1500, "sgd": False}  # checks claims 1-6; 7 needs the longer run, 8 the SGD run
@@ -124,9 +129,11 @@ def train_job(cfg: Config, job: Job, folder: str) -> dict:
             row.update(ic.progress(model, evals["IC"]))
         return row
 
-    tcfg = TrainConfig(steps=job.steps, batch_size=cfg.batch_size, lr=job.lr, optimizer=job.optimizer, momentum=0.0,
-                       eval_every=cfg.eval_every, checkpoint_every=1000, seed=cfg.seed + job.seed)
+    tcfg = ToyTrainConfig(steps=job.steps, batch_size=cfg.batch_size, lr=job.lr, optimizer=job.optimizer, momentum=0.0,
+                          eval_every=cfg.eval_every, checkpoint_every=1000, seed=cfg.seed + job.seed)
     history = train(model, lambda g: ic.sample(task, cfg.batch_size, g), ic.loss, tcfg, run=Run(Path(folder)), probe=probe)
+    if cfg.model == "icl":  # self-describing: the dashboard rebuilds the task from the checkpoint alone
+        ic.save_net(model, Path(folder) / "net", ic.task_spec(job.spec, cfg.seed, job.seed))
     final = probe(job.steps)
     # Accuracies at the end are means over the last three probes: Adam at a constant learning rate
     # moves IW by a few points from one probe to the next.
@@ -179,8 +186,6 @@ def slow_jobs(cfg: Config) -> list[Job]:
 
 
 def sweep_jobs(cfg: Config) -> list[Job]:
-    if cfg.sweep not in SWEEPS:
-        raise InterpError(f"Unknown sweep {cfg.sweep!r}: choose one of {', '.join(SWEEPS)}.")
     base = ic.TaskSpec(K=512, L=cfg.L, D=cfg.D, N=cfg.N, eps=cfg.eps, B=2, p_B=1.0)
     if cfg.sweep == "alpha":  # Chan-style: the bursty classes are drawn from P
         base = replace(base, zipf_bursty=True, p_B=cfg.alpha_p_B, K=cfg.alpha_K)
@@ -188,9 +193,6 @@ def sweep_jobs(cfg: Config) -> list[Job]:
 
 
 def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
-    t0 = time.time()
-    if cfg.model not in ("icl", "hooked"):
-        raise InterpError(f"Unknown model {cfg.model!r}: choose icl or hooked.")
     jobs = sweep_jobs(cfg) if cfg.sweep else slow_jobs(cfg) if cfg.slow else main_jobs(cfg)
     out = _train_all(cfg, jobs, run_dir, quiet)
     summary = {name: r["final"] | {"IC_abruptness": abruptness(r["history"])} for name, r in out.items()}
@@ -200,7 +202,7 @@ def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
     else:
         claims = [_slow_claim(out["slow_sgd_K512"]["history"])] if cfg.slow else _main_claims(cfg, out)
         _main_figures(run_dir, out)
-    return {"claims": claims, "final": summary, "config": asdict(cfg), "runtime_s": round(time.time() - t0, 1)}
+    return {"claims": claims, "final": summary}
 
 
 def _train_all(cfg: Config, jobs: list[Job], run_dir: Run, quiet: bool) -> dict[str, dict]:

@@ -21,18 +21,19 @@ when each SAE is spliced into the model, and ReLU-L1's FVU at the same L0.
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from interp import figures
+from interp import InterpError, figures
+from interp.config import NonNegFloat, NonNegInt, PosInt, nested
 from interp.models import load_model
-from interp.runs import Run, claim, in_workers
+from interp.runs import Run, claim
+from interp.workers import in_workers
 from interp.sae.evals import activation_metrics, splice_metrics
 from interp.sae.io import load_sae
-from interp.sae.train import TrainConfig, train_sae
+from interp.sae.train import SAETrainConfig, train_sae
 from interp.store import cache_activations, store_path
 
 PAPER = "Ayonrinde 2024"
@@ -49,35 +50,43 @@ class Config:
     """Model whose activations the SAEs read."""
     hook: str = "blocks.15.hook_resid_post"
     """Hook the SAEs read."""
-    tokens: int = 262_144
+    tokens: PosInt = 262_144
     """Activations in the store, the held-out ones included."""
-    holdout: int = 32768
+    holdout: PosInt = 32768
     """Tokens at the end of the store kept out of training, for the evaluations."""
-    expansion: int = 8
-    """d_sae = expansion × d_in."""
-    k: int = 32
-    """Mean active features per token, for every SAE."""
-    batch_size: int = 1024
-    """Tokens per training step (and per batch when the batch rules are evaluated as trained)."""
-    lr: float = 2e-3
-    """Adam learning rate (at 5e-4 no rule leaves a dead feature within this budget, so claim 1 is untestable)."""
-    epochs: int = 16
+    sae: SAETrainConfig = nested(SAETrainConfig, expansion=8, k=32, batch_size=1024, lr=2e-3, threads=1,
+                                 fixed=("store", "kind", "tokens", "holdout", "aux_k_coef", "aux_zipf_coef", "fc_capacity",
+                                        "target_l0", "dead_tokens", "seed"))
+    """Every SAE's training: the same width, k, batch and optimiser for all (Adam at 2e-3: at 5e-4 no rule leaves a
+    dead feature within this budget, so claim 1 is untestable). Each variant sets its own rule and auxiliary losses;
+    ReLU-L1 steers its L1 coefficient to L0 = k; dead = silent for a whole pass over the training tokens."""
+    epochs: PosInt = 16
     """Passes over the training tokens (Feature Choice's FVU deficit shrinks with training: +0.017 at 4, +0.009 at 16)."""
-    ce_sequences: int = 32
+    ce_sequences: PosInt = 32
     """Held-out sequences for CE loss recovered and KL."""
-    fvu_margin: float = 0.01
+    fvu_margin: NonNegFloat = 0.01
     """Claim 2 holds when a batch rule's FVU is at most TopK's + this margin."""
     check_quality: bool = True
     """Check claims 1-2 (dead features, FVU); they need the full budget, so the quick mode only reports them."""
     aux_runs: bool = True
     """Also train TopK + aux_k, Feature Choice + aux_zipf and Feature Choice with Zipf capacities."""
-    workers: int = 2
+    workers: PosInt = 2
     """SAEs trained in parallel, one torch thread each."""
-    seed: int = 0
+    seed: NonNegInt = 0
     """Seed of the SAEs and the data order (the store's corpus order is fixed)."""
 
+    def check(self) -> None:
+        if self.holdout >= self.tokens:
+            raise InterpError(f"holdout = {self.holdout} leaves nothing of the {self.tokens}-token store to train on.")
+        if self.tokens - self.holdout < self.sae.batch_size:
+            raise InterpError(f"The {self.tokens - self.holdout} training tokens are fewer than one batch (sae.batch_size = "
+                              f"{self.sae.batch_size}).")
+        if self.ce_sequences * 127 > self.holdout:  # sequences of 128 tokens, position 0 not stored
+            raise InterpError(f"ce_sequences = {self.ce_sequences} sequences do not fit in the {self.holdout} held-out tokens "
+                              f"(127 per sequence): lower ce_sequences or raise holdout.")
 
-QUICK = {"tokens": 98_304, "holdout": 16384, "expansion": 4, "epochs": 1, "ce_sequences": 8, "check_quality": False,
+
+QUICK = {"tokens": 98_304, "holdout": 16384, "sae.expansion": 4, "epochs": 1, "ce_sequences": 8, "check_quality": False,
          "aux_runs": False}  # checks claim 3 and the whole pipeline; 80 steps are too few for claims 1-2
 
 VARIANTS = {
@@ -94,14 +103,11 @@ AUX_VARIANTS = {
 
 
 def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
-    t0 = time.time()
     store = cache_activations(cfg.model, cfg.hook, cfg.tokens, store_path(cfg.model, cfg.hook, cfg.tokens), quiet=quiet)
     variants = {**VARIANTS, **(AUX_VARIANTS if cfg.aux_runs else {})}
     train_tokens = (store.n_tokens - cfg.holdout) * cfg.epochs
-    jobs = {name: TrainConfig(store=str(store.dir), expansion=cfg.expansion, k=cfg.k, batch_size=cfg.batch_size,
-                              tokens=train_tokens, lr=cfg.lr, holdout=cfg.holdout, seed=cfg.seed, threads=1,
-                              target_l0=cfg.k if v["kind"] == "relu" else 0.0, dead_tokens=store.n_tokens - cfg.holdout,
-                              **{k: x for k, x in v.items()})
+    jobs = {name: replace(cfg.sae, store=str(store.dir), tokens=train_tokens, holdout=cfg.holdout, seed=cfg.seed,
+                          target_l0=float(cfg.sae.k) if v["kind"] == "relu" else 0.0, dead_tokens=store.n_tokens - cfg.holdout, **v)
             for name, v in variants.items()}
     _train_all(jobs, run_dir, cfg.workers, quiet)
     held = store.read(store.n_tokens - cfg.holdout, store.n_tokens)  # [holdout, d_in], in sequence order
@@ -111,22 +117,21 @@ def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
     seqs = torch.from_numpy(store.tokens()[-cfg.ce_sequences:]).long()  # the store's last sequences: held out
     saes = {name: load_sae(run_dir.dir / name / "sae") for name in jobs}
     splice = splice_metrics(saes, model, seqs, cfg.hook, skip_first=not store.manifest["keep_first"])
-    final = {name: {"as_trained": activation_metrics(sae, held, cfg.batch_size, as_trained=True),
+    final = {name: {"as_trained": activation_metrics(sae, held, cfg.sae.batch_size, as_trained=True),
                     "inference": activation_metrics(sae, held), "splice": splice[name],
                     "train": _last_metrics(run_dir, name)} for name, sae in saes.items()}
     claims = _claims(cfg, final)
     _figures(run_dir, final)
-    return {"claims": claims, "final": final, "config": asdict(cfg), "store": str(store.dir),
-            "runtime_s": round(time.time() - t0, 1)}
+    return {"claims": claims, "final": final, "store": str(store.dir)}
 
 
-def _train_one(name: str, tcfg: TrainConfig, folder: str) -> str:
+def _train_one(name: str, tcfg: SAETrainConfig, folder: str) -> str:
     Path(folder).mkdir(parents=True, exist_ok=True)
     train_sae(tcfg, Run(Path(folder)), quiet=True)
     return name
 
 
-def _train_all(jobs: dict[str, TrainConfig], run_dir: Run, workers: int, quiet: bool) -> None:
+def _train_all(jobs: dict[str, SAETrainConfig], run_dir: Run, workers: int, quiet: bool) -> None:
     todo = {n: j for n, j in jobs.items() if not (run_dir.dir / n / "sae" / "cfg.json").exists()}
     in_workers(_train_one, {n: (n, j, str(run_dir.dir / n)) for n, j in todo.items()}, workers, quiet)
 
@@ -143,7 +148,7 @@ def _claims(cfg: Config, final: dict) -> list[dict]:
     batch = ("mutual_choice", "feature_choice")
     claims = [
         claim("adaptive_allocation", PAPER, CLAIMS[2], l0, "TopK: 5%-95% = k; MC, FC: 5%-95% spread > 0",
-              l0["topk"][0.05] == l0["topk"][0.95] == cfg.k and all(l0[n][0.95] > l0[n][0.05] for n in batch)),
+              l0["topk"][0.05] == l0["topk"][0.95] == cfg.sae.k and all(l0[n][0.95] > l0[n][0.05] for n in batch)),
     ]
     if not cfg.check_quality:
         return claims

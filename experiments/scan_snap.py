@@ -14,20 +14,19 @@ iterations (the paper's sizes).
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import itertools
-import multiprocessing as mp
 import statistics
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from scipy.stats import spearmanr
 
-from interp import figures
+from interp import InterpError, figures
+from interp.config import AtLeast, NonNegInt, PosFloat, PosInt
 from interp.runs import Run, claim
+from interp.workers import in_workers
 from toy_tasks import scan_snap as ss
-from toy_tasks.trainer import TrainConfig, train
+from toy_tasks.trainer import ToyTrainConfig, train
 
 PAPER = "Scan and Snap (Tian et al., NeurIPS 2023)"
 CLAIMS = [
@@ -41,31 +40,39 @@ CLAIMS = [
 
 @dataclass
 class Config:
-    n_common: int = 10
+    n_common: PosInt = 10
     """Common tokens shared by every fact."""
-    n_distinct: int = 10
+    n_distinct: AtLeast(2) = 10
     """Distinct tokens per fact (unnormalised probabilities 0.1 ... 1.0)."""
-    seq_len: int = 128
+    seq_len: AtLeast(2) = 128
     """Context tokens + the query token."""
-    batch_size: int = 128
+    batch_size: PosInt = 128
     """Sequences per iteration."""
-    iterations: int = 100
-    """SGD iterations per run."""
-    eta_z: list = (0.5, 1.0, 2.0, 3.0)
-    """η_Z values of the sweep (one curve each)."""
-    ratios: list = (1.0, 2.0, 5.0, 10.0)
-    """η_Y/η_Z values of the sweep (x axis)."""
-    query_counts: list = (1, 3, 5, 10)
-    """Numbers of query tokens of the sweep (one panel each; 2 next tokens per query)."""
-    seeds: int = 10
+    iterations: AtLeast(50) = 100
+    """SGD iterations per run (the snap claim reads iterations 0, 50 and 100)."""
+    eta_z: tuple[PosFloat, ...] = (0.5, 1.0, 2.0, 3.0)
+    """η_Z values of the sweep (one curve each); the claims read 0.5, 1 and 3."""
+    ratios: tuple[PosFloat, ...] = (1.0, 2.0, 5.0, 10.0)
+    """η_Y/η_Z values of the sweep (x axis); the claims read 1 and 10."""
+    query_counts: tuple[PosInt, ...] = (1, 3, 5, 10)
+    """Numbers of query tokens of the sweep (one panel each; 2 next tokens per query); the claims read 1."""
+    seeds: PosInt = 10
     """Seeds per sweep cell."""
-    workers: int = 2
+    workers: PosInt = 2
     """Sweep runs in parallel processes."""
-    seed: int = 0
+    seed: NonNegInt = 0
     """Seed of the Figure 4 run's data."""
 
+    def check(self) -> None:
+        needed = {"eta_z": (0.5, 1.0, 3.0), "ratios": (1.0, 10.0), "query_counts": (1,)}
+        for name, values in needed.items():
+            lacking = [v for v in values if v not in getattr(self, name)]
+            if lacking:
+                raise InterpError(f"{name} = {','.join(f'{v:g}' for v in getattr(self, name))} lacks {', '.join(f'{v:g}' for v in lacking)}, "
+                                  f"which the sweep claims read: add {'it' if len(lacking) == 1 else 'them'}.")
 
-QUICK = dict(seeds=3, query_counts=(1, 3))
+
+QUICK = {"seeds": 3, "query_counts": (1, 3)}
 
 
 def train_run(task: ss.SSTask, eta_z: float, eta_y: float, cfg: Config, seed: int, zero_init: bool, probe_every: int = 0):
@@ -77,7 +84,7 @@ def train_run(task: ss.SSTask, eta_z: float, eta_y: float, cfg: Config, seed: in
         trace.append(ss.attention_c(model, task))
         return {"entropy": ss.entropy_c(trace[-1]), "common_share": trace[-1][:, task.common].sum(1).mean().item()}
 
-    tcfg = TrainConfig(steps=cfg.iterations, batch_size=cfg.batch_size, optimizer="sgd", momentum=0.9, lr=eta_z,
+    tcfg = ToyTrainConfig(steps=cfg.iterations, batch_size=cfg.batch_size, optimizer="sgd", momentum=0.9, lr=eta_z,
                        eval_every=probe_every or cfg.iterations, seed=seed)
     history = train(model, lambda g: ss.sample(task, cfg.batch_size, cfg.seq_len, g), ss.loss, tcfg,
                     probe=probe if probe_every else None,
@@ -93,7 +100,6 @@ def sweep_cell(cfg: Config, n_query: int, eta_z: float, ratio: float, seed: int)
 
 
 def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
-    t0 = time.time()
     # Figure 4: 2 facts, zero init, η_Z = η_Y = 1, c_n every iteration.
     task = ss.make_task(2, 1, cfg.n_common, cfg.n_distinct)
     model, history, trace = train_run(task, 1.0, 1.0, cfg, cfg.seed, zero_init=True, probe_every=1)
@@ -102,17 +108,16 @@ def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
     claims = _dynamics_claims(task, model, history, trace)
 
     cells = list(itertools.product(cfg.query_counts, cfg.eta_z, cfg.ratios, range(cfg.seeds)))
-    with cf.ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn")) as pool:
-        entropies = list(pool.map(sweep_cell, itertools.repeat(cfg), *zip(*cells), chunksize=8))
+    entropies = in_workers(sweep_cell, {cell: (cfg, *cell) for cell in cells}, cfg.workers)
     grid: dict = {}
-    for (nq, ez, r, _), h in zip(cells, entropies):
+    for (nq, ez, r, s), h in entropies.items():
         grid.setdefault(nq, {}).setdefault(ez, {}).setdefault(r, []).append(h)
     claims += _sweep_claims(grid)
 
     _figures(run_dir, task, trace, grid, cfg)
     summary = {f"{nq} query": {f"eta_z={ez}": {f"ratio={r}": [statistics.mean(v), statistics.pstdev(v)] for r, v in by_r.items()}
                                for ez, by_r in by_ez.items()} for nq, by_ez in grid.items()}
-    return {"claims": claims, "figure6_mean_std": summary, "config": asdict(cfg), "runtime_s": round(time.time() - t0, 1)}
+    return {"claims": claims, "figure6_mean_std": summary}
 
 
 def _dynamics_claims(task: ss.SSTask, model: ss.ScanSnap, history: list[dict], trace: list) -> list[dict]:

@@ -10,16 +10,15 @@ by position, ‖v‖ / ‖W_O v‖ and ‖resid‖ at position 0 against the res
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from interp import attention, figures
+from interp.config import AtLeast, NonNegInt, OneOf, PosInt, Share
 from interp.corpus import corpus_info, mixed_texts
-from interp.hooks import run as run_hooks
+from interp.hooks import BACKENDS
 from interp.models import load_model
 from interp.runs import Run, claim
 
@@ -37,85 +36,33 @@ CONDITIONS = {"raw": False, "endoftext": True}  # condition -> prepend <|endofte
 class Config:
     model: str = "smollm2-135m"
     """Model spec to probe (see `interp models`)."""
-    n_texts: int = 64
+    n_texts: AtLeast(2) = 64
     """Texts per condition, half prose and half code from the standard library."""
-    seq_len: int = 64
+    seq_len: AtLeast(3) = 64
     """Tokens per text (T in the paper, which uses 64)."""
-    epsilon: float = 0.3
+    epsilon: Share = 0.3
     """Threshold ε of Sink_k^ε."""
-    first_late_layer: int = 12
+    first_late_layer: NonNegInt = 12
     """Mean α_0 is checked over layers first_late_layer..last."""
-    batch_size: int = 16
+    batch_size: PosInt = 16
     """Texts per forward pass."""
-    backend: str = "transformer_lens"
+    backend: OneOf(*BACKENDS) = "transformer_lens"
     """Backend that captures activations: transformer_lens or nnsight."""
-    seed: int = 0
+    seed: NonNegInt = 0
     """Seed that picks the texts."""
 
 
-QUICK = dict(n_texts=16)
-
-
-def measure(model, tokens: torch.Tensor, cfg: Config, quiet: bool = True) -> dict[str, torch.Tensor]:
-    """Per-sample sink statistics of every layer: α, ‖v‖, ‖W_O v‖, ‖resid‖, Δlogit."""
-    L = model.info.n_layers
-    names = [f"blocks.{l}.{h}" for l in range(L) for h in
-             ("attn.hook_v", "attn.hook_attn_scores", "attn.hook_pattern", "hook_resid_post")]
-    W_O = [model.W_O(l) for l in range(L)]
-    parts: dict[str, list] = {k: [] for k in ("alpha", "v_norm", "wov_norm", "resid_norm", "delta_logit")}
-    for chunk in tqdm(tokens.split(cfg.batch_size), desc="forward passes", disable=quiet, leave=False):
-        _, acts = run_hooks(model, chunk, capture=names, backend=cfg.backend)
-        per_layer = {k: [] for k in parts}
-        for l in range(L):
-            v = acts[f"blocks.{l}.attn.hook_v"]  # [batch, pos, kv_head, d_head]
-            per_layer["alpha"].append(attention.alpha(acts[f"blocks.{l}.attn.hook_pattern"]))  # [batch, head, k]
-            per_layer["v_norm"].append(attention.value_norms(v))  # [batch, kv_head, pos]
-            per_layer["wov_norm"].append(attention.output_value_norms(v, W_O[l]))  # [batch, head, pos]
-            per_layer["resid_norm"].append(attention.residual_norms(acts[f"blocks.{l}.hook_resid_post"]))  # [batch, pos]
-            per_layer["delta_logit"].append(attention.sink_delta_logit(acts[f"blocks.{l}.attn.hook_attn_scores"]))  # [batch, head]
-        for k, xs in per_layer.items():
-            parts[k].append(torch.stack(xs, dim=1))  # layer becomes dim 1
-    return {k: torch.cat(v) for k, v in parts.items()}  # each [sample, layer, ...]
-
-
-def summarise(m: dict[str, torch.Tensor], cfg: Config) -> dict:
-    """Numbers per layer/head and position, averaged over samples."""
-    rates = attention.sink_rate(m["alpha"], cfg.epsilon)  # [k]
-    alpha_mean = m["alpha"].mean(0)  # [layer, head, k]
-    resid = m["resid_norm"].mean(0)  # [layer, pos]
-    wov = m["wov_norm"].mean(0)  # [layer, head, pos]
-    v = m["v_norm"].mean(0)  # [layer, kv_head, pos]
-    # Per layer: position 0 against the other positions (ratios of sample means).
-    resid_vs_max = attention.position0_ratio(m["resid_norm"], "max").median(0).values  # [layer]
-    resid_vs_mean = attention.position0_ratio(resid, "mean")
-    wov_ratio = attention.position0_ratio(wov, "median")  # [layer, head]
-    return {
-        "sink_rate": rates,
-        "sink_rate_pos0": rates[0].item(),
-        "sink_rate_next_highest": rates[1:].max().item(),
-        "sink_rate_next_highest_position": int(rates[1:].argmax()) + 1,
-        "alpha0": alpha_mean[:, :, 0],
-        "alpha0_by_layer": alpha_mean[:, :, 0].mean(1),
-        "alpha0_late_mean": alpha_mean[cfg.first_late_layer :, :, 0].mean().item(),
-        "resid_norm_by_pos": resid,
-        "resid_pos0_vs_max_by_layer": resid_vs_max,
-        "resid_pos0_vs_mean_by_layer": resid_vs_mean,
-        "wov_norm_by_pos": wov.mean(1),
-        "wov_pos0_vs_median": wov_ratio,
-        "wov_pos0_vs_median_by_layer": wov_ratio.median(1).values,
-        "v_pos0_vs_median": attention.position0_ratio(v, "median"),
-        "delta_logit": m["delta_logit"].mean(0),
-    }
+QUICK = {"n_texts": 16}
 
 
 def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
-    t0 = time.time()
     model = load_model(cfg.model, quiet=quiet)
     texts = mixed_texts(cfg.n_texts, seed=cfg.seed, min_chars=8 * cfg.seq_len)
     out: dict[str, dict] = {}
     for cond, prepend in CONDITIONS.items():
         tokens = model.to_tokens([t.text for t in texts], cfg.seq_len, prepend_sink=prepend)
-        s = summarise(measure(model, tokens, cfg, quiet), cfg)
+        stats = attention.sink_stats(model, tokens, cfg.batch_size, cfg.backend, quiet)
+        s = attention.summarise_sinks(stats, cfg.epsilon, cfg.first_late_layer)
         first = Counter(model.token_strs(tokens[:, 0].tolist())).most_common(5)
         s["position0_tokens"] = [{"token": t, "count": n} for t, n in first]
         out[cond] = s
@@ -128,8 +75,6 @@ def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
         "conditions": {c: {k: _plain(v) for k, v in s.items()} for c, s in out.items()},
         "texts": [{"domain": t.domain, "source": t.source} for t in texts],
         "corpus": corpus_info(),
-        "config": asdict(cfg),
-        "runtime_s": round(time.time() - t0, 1),
     }
 
 

@@ -20,9 +20,8 @@ import gc
 import math
 import os
 import sys
-import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +30,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from interp import InterpError, figures
+from interp.config import AtLeast, NonNegInt, OneOf, PosInt
 from interp.corpus import corpus_info, mixed_texts
 from interp.hooks import BACKENDS, hook_shapes
 from interp.hooks import run as run_hooks
@@ -56,30 +56,39 @@ SCORE_CHUNK = 256  # positions unembedded at a time (logits of all T positions w
 class Config:
     model: str = "smollm2-135m"
     """Model spec to probe (an HF Llama-family model: the KV-cache check runs its own cache)."""
-    seq_len: int = 2048
+    seq_len: AtLeast(4) = 2048
     """Tokens of long text per condition (T)."""
-    windows: list[int] = field(default_factory=lambda: [128, 256])
+    windows: tuple[PosInt, ...] = (128, 256)
     """Window sizes W: the recent tokens each query sees, itself included. NLL counts positions ≥ 2W."""
-    recompute_stride: int = 16
+    recompute_stride: PosInt = 16
     """Sliding-window recomputation scores every recompute_stride-th position ≥ 2W (a W-token forward each)."""
-    recompute_batch: int = 16
+    recompute_batch: PosInt = 16
     """Windows per forward pass in the recomputation."""
-    check_len: int = 40
+    check_len: AtLeast(2) = 40
     """Tokens of the short text on which the masked forward is checked against a token-by-token KV cache."""
-    check_window: int = 8
+    check_window: PosInt = 8
     """Window W of that check."""
-    check_sinks: int = 2
+    check_sinks: NonNegInt = 2
     """Sink count s of that check."""
-    backend: str = "transformer_lens"
+    backend: OneOf(*BACKENDS) = "transformer_lens"
     """Backend that runs the masked forwards: transformer_lens or nnsight."""
-    seed: int = 0
+    seed: NonNegInt = 0
     """Seed that picks the corpus texts."""
 
-    def __post_init__(self):
-        check_config(self)  # bad settings fail before a run folder exists
+    def check(self) -> None:
+        """Settings that cannot work are an error naming the setting and the fix."""
+        for w in self.windows:
+            if w > self.seq_len:
+                raise InterpError(f"The window W = {w} is larger than the text (seq_len = {self.seq_len} tokens): nothing "
+                                  f"would ever be evicted. Use a window below seq_len / 2, or a longer text.")
+            if 2 * w >= self.seq_len:
+                raise InterpError(f"NLL counts only positions ≥ 2W, and with W = {w} the {self.seq_len}-token text has none: "
+                                  f"use a window below {self.seq_len // 2}, or seq_len above {2 * w}.")
+        if not self.check_window < self.check_len:
+            raise InterpError(f"The KV-cache check needs check_window < check_len; got {self.check_window} and {self.check_len}.")
 
 
-QUICK = dict(seq_len=512, windows=[64], recompute_stride=8)
+QUICK = {"seq_len": 512, "windows": (64,), "recompute_stride": 8}
 
 
 # ------------------------------------------------------------------------------------ the text
@@ -204,29 +213,7 @@ def _silent_stderr():
 # ------------------------------------------------------------------------------------------ run
 
 
-def check_config(cfg: Config) -> None:
-    """Settings that cannot work are an error naming the setting and the fix."""
-    if not cfg.windows:
-        raise InterpError("No window sizes given: set windows to a list such as [128, 256].")
-    for w in cfg.windows:
-        if not isinstance(w, int) or w < 1:
-            raise InterpError(f"Window sizes must be whole numbers of tokens ≥ 1; got {w!r} in windows={cfg.windows}.")
-        if w > cfg.seq_len:
-            raise InterpError(f"The window W = {w} is larger than the text (seq_len = {cfg.seq_len} tokens): nothing "
-                              f"would ever be evicted. Use a window below seq_len / 2, or a longer text.")
-        if 2 * w >= cfg.seq_len:
-            raise InterpError(f"NLL counts only positions ≥ 2W, and with W = {w} the {cfg.seq_len}-token text has none: "
-                              f"use a window below {cfg.seq_len // 2}, or seq_len above {2 * w}.")
-    if cfg.backend not in BACKENDS:
-        raise InterpError(f"Unknown backend {cfg.backend!r}: choose one of {', '.join(BACKENDS)}.")
-    if cfg.recompute_stride < 1 or cfg.recompute_batch < 1:
-        raise InterpError("recompute_stride and recompute_batch must be ≥ 1.")
-    if cfg.check_len < 2 or not 1 <= cfg.check_window < cfg.check_len:
-        raise InterpError(f"The KV-cache check needs 1 ≤ check_window < check_len; got {cfg.check_window} and {cfg.check_len}.")
-
-
 def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
-    t0 = time.time()
     model = load_model(cfg.model, quiet=quiet)
     if model.kind != "hf":
         raise InterpError(f"The streaming experiment needs an HF Llama-family model (it runs the model's own KV cache); "
@@ -254,8 +241,6 @@ def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
         "memory": memory_report,
         "text": {"n_tokens": cfg.seq_len, "pieces": sources},
         "corpus": corpus_info(),
-        "config": asdict(cfg),
-        "runtime_s": round(time.time() - t0, 1),
     }
 
 

@@ -23,10 +23,8 @@ Per condition (position 0 = `<|im_start|>` raw, or a prepended `<|endoftext|>`):
 from __future__ import annotations
 
 import json
-import math
 import random
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -36,6 +34,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from interp import InterpError, figures
+from interp.config import MaybeEmpty, NonNegInt, OneOf, PosFloat, PosInt
+from interp.hooks import BACKENDS
 from interp.hooks import run as run_hooks
 from interp.interventions import (
     attention_temperature,
@@ -46,7 +46,7 @@ from interp.interventions import (
     scale_initial_attention,
     scale_key_attention,
 )
-from interp.models import load_model
+from interp.models import load_model, model_shape
 from interp.runs import Run, claim
 
 PAPER = "ZeroTuning: Unlocking the Initial Token's Power to Enhance LLMs Without Training (Han et al. 2025)"
@@ -65,60 +65,62 @@ SPLITS = ("validation", "test")
 class Config:
     model: str = "smollm2-135m"
     """Model spec to probe (it needs a chat template)."""
-    tasks: str = "sentiment,topic,facts"
-    """Comma-separated task names defined in the data folder's tasks.json."""
+    tasks: tuple[str, ...] = ("sentiment", "topic", "facts")
+    """Task names defined in the data folder's tasks.json."""
     data_dir: str = ""
     """Folder with tasks.json and <task>.jsonl ("": experiments/data/zerotuning)."""
-    n_val: int = 32
+    n_val: PosInt = 32
     """Validation items per task used to calibrate γ and τ."""
-    n_test: int = 0
+    n_test: NonNegInt = 0
     """Test items per task (0: all of them)."""
-    profile_items: int = 3
+    profile_items: PosInt = 3
     """Validation items per task for head profiling."""
-    profile_gamma: float = 2.0
+    profile_gamma: PosFloat = 2.0
     """γ applied to one head at a time when profiling."""
-    profile_layers: str = ""
-    """Layers whose heads are profiled, e.g. "0,5" ("": all)."""
-    profile_heads: str = ""
-    """Query heads profiled in each of those layers ("": all)."""
-    gammas: str = "0.5,0.75,1.5,2"
+    profile_layers: MaybeEmpty(tuple[NonNegInt, ...]) = ()
+    """Layers whose heads are profiled, e.g. 0,5 (empty: all)."""
+    profile_heads: MaybeEmpty(tuple[NonNegInt, ...]) = ()
+    """Query heads profiled in each of those layers (empty: all)."""
+    gammas: tuple[PosFloat, ...] = (0.5, 0.75, 1.5, 2.0)
     """ZeroTuning's γ grid for calibration (γ = 1, the clean model, is always a candidate too)."""
-    temperatures: str = "0.8,0.9,1.1,1.25"
+    temperatures: tuple[PosFloat, ...] = (0.8, 0.9, 1.1, 1.25)
     """The matched baseline's attention-temperature grid (τ = 1 always a candidate too)."""
-    sweep_gammas: str = "0.25,0.5,2,4"
+    sweep_gammas: tuple[PosFloat, ...] = (0.25, 0.5, 2.0, 4.0)
     """γ values of the entropy sweep over every head and layer (γ = 1 is added)."""
-    sweep_items: int = 4
+    sweep_items: PosInt = 4
     """Validation items per task for the entropy and layer sweeps."""
-    sweep_layers: str = ""
-    """Layers of the layer-wise sweep ("": all)."""
-    layer_gamma: float = 2.0
+    sweep_layers: MaybeEmpty(tuple[NonNegInt, ...]) = ()
+    """Layers of the layer-wise sweep (empty: all)."""
+    layer_gamma: PosFloat = 2.0
     """γ on all heads of one layer in the layer-wise sweep."""
-    kl_items: int = 4
+    kl_items: PosInt = 4
     """Validation items (taken from the tasks in turn) for the key-position test."""
-    kl_gammas: str = "2,0.5"
+    kl_gammas: tuple[PosFloat, ...] = (2.0, 0.5)
     """γ values of the key-position test (every head and layer), each checked on its own."""
-    kl_stride: int = 1
+    kl_stride: PosInt = 1
     """Scale every kl_stride-th key position (1: all of them)."""
-    bootstrap: int = 2000
+    bootstrap: PosInt = 2000
     """Paired-bootstrap resamples for the 95-percent intervals."""
-    batch_size: int = 16
+    batch_size: PosInt = 16
     """Prompts per forward pass."""
-    backend: str = "transformer_lens"
+    backend: OneOf(*BACKENDS) = "transformer_lens"
     """Backend that runs the patched model: transformer_lens or nnsight."""
-    seed: int = 0
+    seed: NonNegInt = 0
     """Seed that picks the items and drives the bootstrap."""
 
-    def __post_init__(self):  # bad values and bad task files fail before a run folder is made
-        _check(self)
-        load_tasks(self.data_dir or DATA, self.task_names)
+    def check(self) -> None:
+        """The task files parse, and the layers and heads named exist in the model (read from its config)."""
+        load_tasks(self.data_dir or DATA, list(self.tasks))
+        shape = model_shape(self.model)
+        for layer in (*self.profile_layers, *self.sweep_layers):
+            check_head(shape, layer, 0)
+        for head in self.profile_heads:
+            check_head(shape, 0, head)
 
-    @property
-    def task_names(self) -> list[str]:
-        return [t.strip() for t in self.tasks.split(",") if t.strip()]
 
-
-QUICK = dict(n_val=3, n_test=4, profile_items=2, profile_layers="2,20", profile_heads="0", gammas="2", temperatures="0.8",
-             sweep_gammas="0.5,2", sweep_items=2, sweep_layers="2,20", kl_items=1, kl_stride=6, bootstrap=200)
+QUICK = {"n_val": 3, "n_test": 4, "profile_items": 2, "profile_layers": (2, 20), "profile_heads": (0,), "gammas": (2.0,),
+         "temperatures": (0.8,), "sweep_gammas": (0.5, 2.0), "sweep_items": 2, "sweep_layers": (2, 20), "kl_items": 1,
+         "kl_stride": 6, "bootstrap": 200}
 
 
 # ------------------------------------------------------------------------------------------ tasks
@@ -290,7 +292,7 @@ def head_profile(model, score: Scorer, heads: list[tuple[int, int]], tasks: list
 def calibrate(model, score: Scorer, task: str, heads: list[tuple[int, int]], kind: str, supervised: bool, cfg: Config) -> dict:
     """Pick γ (kind "zt") or τ (kind "temperature") for these heads on the task's validation items,
     from {1} ∪ the grid: best accuracy, ties by log-likelihood (supervised), or least entropy; then test."""
-    grid = [1.0] + (_floats(cfg.gammas if kind == "zt" else cfg.temperatures, "grid") if heads else [])
+    grid = [1.0] + (list(cfg.gammas if kind == "zt" else cfg.temperatures) if heads else [])
     by_layer: dict[int, list[int]] = {}
     for layer, head in heads:
         by_layer.setdefault(layer, []).append(head)
@@ -325,7 +327,7 @@ def layer_sweep(model, score: Scorer, layers: list[int], cfg: Config) -> dict:
 
 def entropy_sweep(model, score: Scorer, tasks: list[str], cfg: Config) -> dict:
     """Mean label entropy per task (and pooled) for each γ on every head and layer."""
-    gammas = sorted({1.0, *_floats(cfg.sweep_gammas, "sweep_gammas")})
+    gammas = sorted({1.0, *cfg.sweep_gammas})
     p, rows = score.sets["sweep"], []
     for g in gammas:
         rows.append(score("sweep", "clean" if g == 1 else ("all", g), None if g == 1 else scale_initial_attention(g, model=model))["entropy"])
@@ -341,14 +343,13 @@ def entropy_sweep(model, score: Scorer, tasks: list[str], cfg: Config) -> dict:
 
 
 def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
-    t0 = time.time()
-    names = cfg.task_names
+    names = list(cfg.tasks)
     tasks = load_tasks(cfg.data_dir or DATA, names)
     model = load_model(cfg.model, quiet=quiet)
     n_layers = model.info.n_layers
-    profile_layers = _ints(cfg.profile_layers, "profile_layers") or list(range(n_layers))
-    heads = [(l, h) for l in profile_layers for h in (_ints(cfg.profile_heads, "profile_heads") or range(model.info.n_heads))]
-    sweep_layers = _ints(cfg.sweep_layers, "sweep_layers") or list(range(n_layers))
+    profile_layers = list(cfg.profile_layers) or list(range(n_layers))
+    heads = [(l, h) for l in profile_layers for h in (list(cfg.profile_heads) or range(model.info.n_heads))]
+    sweep_layers = list(cfg.sweep_layers) or list(range(n_layers))
     for layer, head in heads + [(l, 0) for l in sweep_layers]:
         check_head(model, layer, head)
     out = {}
@@ -356,8 +357,7 @@ def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
         out[cond] = condition(model, tasks, heads, sweep_layers, prepend, cfg, quiet)
         run_dir.log(step, condition=cond, **{f"gain_{t}": r["supervised"]["gain"]["diff"] for t, r in out[cond]["zerotuning"].items()})
     _figures(run_dir, out, names)
-    return {"claims": _claims(out, names, n_layers), "conditions": out, "tasks": {t: _task_info(tasks[t]) for t in names},
-            "config": asdict(cfg), "runtime_s": round(time.time() - t0, 1)}
+    return {"claims": _claims(out, names, n_layers), "conditions": out, "tasks": {t: _task_info(tasks[t]) for t in names}}
 
 
 def condition(model, tasks: dict[str, Task], heads, sweep_layers, prepend: bool, cfg: Config, quiet: bool) -> dict:
@@ -387,7 +387,7 @@ def condition(model, tasks: dict[str, Task], heads, sweep_layers, prepend: bool,
             z["vs_temperature"] = paired_ci(z.pop("_correct"), b.pop("_correct"), cfg.bootstrap, cfg.seed)
             zt[t][variant] = {**z, "heads_kind": "up" if chosen is up else "down", "n_up": len(up), "n_down": len(down),
                               "temperature": b}
-    key_kl = {g: key_position_kl(model, kl_ids, g, cfg, quiet) for g in _floats(cfg.kl_gammas, "kl_gammas")}
+    key_kl = {g: key_position_kl(model, kl_ids, g, cfg, quiet) for g in cfg.kl_gammas}
     return {"position0_tokens": sorted(first), "key_kl": key_kl, "entropy_sweep": entropy_sweep(model, score, names, cfg),
             "layer_sweep": layer_sweep(model, score, sweep_layers, cfg), "profile": profile, "zerotuning": zt}
 
@@ -463,33 +463,3 @@ def _task_info(task: Task) -> dict:
 
 def _median(xs: list[float]) -> float:
     return torch.tensor(xs).median().item()
-
-
-def _floats(text: str, field: str) -> list[float]:
-    try:
-        xs = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError as e:
-        raise InterpError(f"{field} must be comma-separated numbers, e.g. 0.5,2; got {text!r}.") from e
-    bad = [x for x in xs if not (math.isfinite(x) and x > 0)]
-    if bad:
-        raise InterpError(f"{field} holds {bad}: every γ or τ must be a finite number > 0 (1 leaves attention unchanged).")
-    return xs
-
-
-def _ints(text: str, field: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError as e:
-        raise InterpError(f"{field} must be comma-separated integers, e.g. 0,5,10; got {text!r}.") from e
-
-
-def _check(cfg: Config) -> None:
-    for field in ("gammas", "temperatures", "sweep_gammas", "kl_gammas"):
-        _floats(getattr(cfg, field), field)
-    for field in ("profile_gamma", "layer_gamma"):
-        _floats(str(getattr(cfg, field)), field)
-    if not cfg.task_names:
-        raise InterpError("tasks is empty: name at least one task, e.g. sentiment,topic,facts.")
-    small = [f for f in ("n_val", "profile_items", "sweep_items", "kl_items", "kl_stride", "bootstrap", "batch_size") if getattr(cfg, f) < 1]
-    if small or cfg.n_test < 0:
-        raise InterpError(f"{', '.join(small) or 'n_test'} must be ≥ 1 (n_test ≥ 0, 0 meaning all test items).")

@@ -56,9 +56,7 @@ def test_losses_are_zero_for_the_oracle(task):
 
 
 def test_probe_and_ablation_report_every_layer(task):
-    from experiments.bigram_backcopy import Config, build_model
-
-    model = build_model(task, 2, "softmax", Config())
+    model = bb.build_model(task, 2, "softmax")
     x = bb.sample(task, 16, 64, torch.Generator().manual_seed(2))
     out = bb.probe(model, task, x)
     for l in range(2):

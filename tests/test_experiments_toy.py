@@ -41,7 +41,29 @@ def test_scan_snap_quick(capsys, runs_dir):
 
 def test_toy_experiments_reject_bad_settings(capsys, runs_dir):
     assert main(["run", "bigram_backcopy", "--quick", "--set", "bigram=trigram"]) == 2
-    assert "choose char or synthetic" in capsys.readouterr().err
+    assert "bigram = 'trigram' must be one of char, synthetic" in capsys.readouterr().err
+    assert main(["run", "bigram_backcopy", "--quick", "--trainer.optimizer", "sgd"]) == 2  # each variant's own
+    assert "trainer.optimizer is set by the experiment" in capsys.readouterr().err
+    assert main(["run", "icl_classification", "--quick", "--set", "L=30"]) == 2  # K = 512 is no multiple of 30
+    assert "K must be a multiple of L" in capsys.readouterr().err
+    assert not runs_dir.exists() or not any(runs_dir.rglob("config.json"))
+
+
+def test_nested_trainer_fields_are_dotted_options(capsys, runs_dir):
+    """`--trainer.steps` sets the nested toy-trainer config; `--help` lists it with its docstring."""
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["run", "bigram_backcopy", "--help"])
+    out = capsys.readouterr().out
+    assert "--trainer.steps STEPS" in out and "Optimiser steps." in out and "--trainer.optimizer" not in out
+    code, results, run_dir = run_quick("bigram_backcopy", capsys, "--trainer.steps", "40", "--trainer.eval-every", "20",
+                                       "--set", "eval_batch=16")
+    from interp.runs import Run
+
+    assert Run(run_dir).config["trainer"]["steps"] == 40
+    rows = [json.loads(line) for line in (run_dir / "softmax_1l" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 20, 40]
 
 
 def test_icl_classification_quick(capsys, runs_dir):

@@ -15,6 +15,7 @@ from experiments.function_tokens import (
     half_drop_step,
 )
 from interp.cli import main
+from interp.runs import Run
 
 CLAIM_NAMES = ["top_tokens_cover_features", "degree_rises_with_frequency", "function_tokens_degree_at_equal_occurrences",
                "function_to_content_hardest", "toy_next_function_learned_first", "toy_function_to_content_hardest"]
@@ -62,9 +63,9 @@ def test_function_tokens_are_the_smallest_set_covering_40_percent(quick):
 
 
 def test_claims_are_comparisons_of_the_measured_numbers(quick):
-    _, _, r = quick
+    _, run_dir, r = quick
     c = {x["name"]: x for x in r["claims"] + r["unasserted_claims"]}
-    g, cfg = r["graph"], r["config"]
+    g, cfg = r["graph"], Run(run_dir).config
     cov = c["top_tokens_cover_features"]
     assert cov["value"] == g["coverage_top_n"] == g["coverage"][str(cfg["top_n"])]
     assert 0 < cov["value"] <= 1 and cov["passed"] == (cov["value"] >= cfg["coverage_min"])
@@ -97,7 +98,7 @@ def test_figures_and_toy_metrics_are_written(quick):
     assert {p.name for p in (run_dir / "figures").iterdir()} == {
         "degree_vs_frequency.json", "feature_coverage_by_top_tokens.json", "smollm2_loss_by_group.json", "toy_loss_by_group.json"}
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [row["step"] for row in rows] == r["toy"]["steps"] and rows[-1]["step"] == r["config"]["toy_steps"]
+    assert [row["step"] for row in rows] == r["toy"]["steps"] and rows[-1]["step"] == Run(run_dir).config["toy"]["steps"]
     assert all(math.isfinite(row["loss_function_content"]) for row in rows)
     assert rows[-1]["loss_next_function"] < rows[0]["loss_next_function"]  # it learned something
     assert (run_dir / "sae" / "sae" / "cfg.json").exists() and (run_dir / "toy_lm" / "interp_toy.json").exists()
@@ -118,9 +119,10 @@ def test_group_losses_and_half_drop_step():
 
 
 @pytest.mark.parametrize("setting, message", [
-    ("function_share=0", "is a share"),
-    ("toy_steps=20", "fewer than 3 evaluations"),
-    ("sae=/nonexistent", "not an SAE folder"),
+    ("function_share=0", "function_share = 0.0 must be > 0"),
+    ("toy.steps=20", "fewer than 3 evaluations"),
+    ("sae_dir=/nonexistent", "not an SAE folder"),
+    ("sae.store=/elsewhere", "set by the experiment"),
 ])
 def test_bad_settings_fail_before_any_run_folder(setting, message, capsys, runs_dir):
     assert main(["run", "function_tokens", "--quick", "--set", setting]) == 2

@@ -64,8 +64,9 @@ def test_mask_equals_an_evicting_kv_cache(smollm2):
 @pytest.mark.parametrize("setting, message", [
     ("windows=[600]", "larger than the text"),
     ("windows=[300]", "counts only positions ≥ 2W"),
-    ("windows=[]", "No window sizes"),
-    ("backend=nnsigth", "Unknown backend"),
+    ("windows=[]", "windows = (empty) must not be empty"),
+    ("windows=64,0", "holds 0, which must be ≥ 1"),
+    ("backend=nnsigth", "backend = 'nnsigth' must be one of transformer_lens, nnsight"),
 ])
 def test_bad_settings_are_clear_errors_before_any_run_folder(setting, message, capsys, runs_dir):
     assert main(["run", "streaming", "--quick", "--set", setting]) == 2
