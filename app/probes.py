@@ -38,17 +38,16 @@ def token_labels(spec: str, ids) -> list[str]:
 @st.cache_data(show_spinner="Probing…", max_entries=16)
 @torch.no_grad()
 def sink_probe(spec: str, text: str, prepend_sink: bool) -> dict[str, np.ndarray]:
-    """Attention patterns, α per key, ‖W_O v‖ and ‖resid‖ by position, for every layer."""
+    """Attention patterns, α per key, ‖W_O v‖ (mean over heads) and ‖resid‖ by position, for every layer."""
     m = model(spec)
     tokens = prompt_tokens(spec, text, prepend_sink)
     L = m.info.n_layers
-    names = [f"blocks.{l}.{h}" for l in range(L) for h in ("attn.hook_pattern", "attn.hook_v", "hook_resid_post")]
-    logits, acts = run(m, tokens, capture=names)
+    logits, acts = run(m, tokens, capture=attention.sink_hook_names(L))
+    stats = attention.sink_stats_batch(m, acts)  # each [1, layer, ...]
     pattern = torch.stack([acts[f"blocks.{l}.attn.hook_pattern"][0] for l in range(L)])  # [layer, head, q, k]
-    wov = torch.stack([attention.output_value_norms(acts[f"blocks.{l}.attn.hook_v"], m.W_O(l))[0].mean(0) for l in range(L)])  # [layer, pos]
-    resid = torch.stack([attention.residual_norms(acts[f"blocks.{l}.hook_resid_post"])[0] for l in range(L)])  # [layer, pos]
-    return {"tokens": tokens[0].numpy(), "pattern": pattern.numpy(), "alpha": attention.alpha(pattern).numpy(),
-            "wov": wov.numpy(), "resid": resid.numpy(), "probs": logits[0, -1].float().softmax(-1).numpy()}
+    return {"tokens": tokens[0].numpy(), "pattern": pattern.numpy(), "alpha": stats["alpha"][0].numpy(),
+            "wov": stats["wov_norm"][0].mean(1).numpy(), "resid": stats["resid_norm"][0].numpy(),
+            "probs": logits[0, -1].float().softmax(-1).numpy()}
 
 
 @st.cache_data(show_spinner="Comparing the two domains…", max_entries=4)

@@ -4,14 +4,13 @@ metrics, and a TopK SAE on a SmolLM2 store."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
 
 def make_runs(root: Path) -> Path:
     old = os.environ.get("INTERP_RUNS")
-    os.environ["INTERP_RUNS"] = str(root)  # the CLI and new_run write under it
+    os.environ["INTERP_RUNS"] = str(root)  # the CLI and create_run write under it
     try:
         _make(root)
     finally:
@@ -25,23 +24,24 @@ def make_runs(root: Path) -> Path:
 def _make(root: Path) -> None:
     from experiments import bigram_backcopy, icl_classification
     from interp.cli import main
-    from interp.runs import new_run
-    from interp.sae.train import TrainConfig, train_sae
+    from interp.config import build, to_dict
+    from interp.runs import create_run
+    from interp.sae.train import SAETrainConfig, train_sae
     from interp.store import cache_activations
 
     assert main(["run", "sinks", "--quick", "--quiet", "--set", "n_texts=2", "--set", "seq_len=16"]) in (0, 1)
 
-    cfg = bigram_backcopy.Config(steps=60, eval_every=20, eval_batch=32, deep=False)
-    run = new_run("bigram_backcopy", dataclasses.asdict(cfg))
+    cfg = build(bigram_backcopy.Config, base={"trainer.steps": 60, "trainer.eval_every": 20, "eval_batch": 32, "deep": False})
+    run = create_run("bigram_backcopy", to_dict(cfg))
     bigram_backcopy.train_variant(cfg, "softmax_1l", str(run.dir / "softmax_1l"))
 
     icfg = icl_classification.Config(steps=60, eval_every=30, eval_size=200, sgd=False)
-    run = new_run("icl_classification", dataclasses.asdict(icfg))
+    run = create_run("icl_classification", to_dict(icfg))
     job = icl_classification.main_jobs(icfg)[0]
     icl_classification.train_job(icfg, job, str(run.dir / job.name))
 
     store = root.parent / "store"
     cache_activations("smollm2-135m", "blocks.3.hook_resid_post", 2048, store, ctx_len=32, shard_tokens=1024, quiet=True)
-    tcfg = TrainConfig(store=str(store), expansion=2, k=8, batch_size=256, tokens=256 * 8, log_every=2,
-                       stats_tokens=1024, buffer_tokens=1024, threads=1)
-    train_sae(tcfg, new_run("sae", dataclasses.asdict(tcfg)), quiet=True)
+    tcfg = SAETrainConfig(store=str(store), expansion=2, k=8, batch_size=256, tokens=256 * 8, log_every=2,
+                          stats_tokens=1024, buffer_tokens=1024, threads=1)
+    train_sae(tcfg, create_run("sae", to_dict(tcfg)), quiet=True)

@@ -47,7 +47,10 @@ def test_home_lists_experiments_and_claims(stored_runs, monkeypatch):
     at.selectbox(key="experiment").select("sinks").run()
     assert_clean(at)
     claims = at.dataframe[1].value
-    assert len(claims) >= 4 and "Sink" in " ".join(claims["claim"]) + " ".join(claims["value"]) or len(claims) >= 4
+    names = claims["claim"].tolist()
+    assert names == [f"{c}[{cond}]" for cond in ("raw", "endoftext")
+                     for c in ("sink_rate_pos0", "alpha0_late_layers", "residual_peak", "value_drain")]
+    assert all(v not in ("", "None") for v in claims["value"]) and set(claims[""]) <= {"✅", "❌"}
     assert at.button(key="run_sinks")
     assert at.selectbox(key="figure_sinks").options
 
@@ -84,7 +87,9 @@ def test_circuits_page_checks_prompts_and_shows_toy_circuits(stored_runs, monkey
 def test_features_page_browses_an_sae(stored_runs, monkeypatch):
     at = open_page("features", stored_runs, monkeypatch)
     assert_clean(at)
-    assert at.number_input(key="feature").value >= 0
+    feature = at.number_input(key="feature").value
+    assert f"Feature {feature}" in [h.value for h in at.subheader]  # the first feature that fires is shown
+    assert "never fired" not in " ".join(i.value for i in at.info)
     assert len(at.dataframe) >= 4  # nearest features, ± logits, token search, prompt view
     at.text_input(key="search").input("def").run()
     assert_clean(at)

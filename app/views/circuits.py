@@ -6,12 +6,13 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from app.common import SMOLLM2, label, model, page, read_json, toy_checkpoints
+from app.common import SMOLLM2, label, model, page, toy_checkpoints
 from app.probes import token_labels
 from interp import InterpError, figures
 from interp.hooks import run
 from interp.interventions import ablate_heads, patch_heads, patch_residual
 from interp.runs import runs_root
+from toy_tasks import rebuild_task
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
@@ -31,43 +32,33 @@ def body() -> None:
 
 
 def icl_checkpoints() -> list[Path]:
-    """Trained in-context-classification networks: job folders of icl_classification runs with a checkpoint."""
-    return sorted(p.parent for p in runs_root().glob("icl_classification/*/*/checkpoint.pt"))
+    """Trained in-context-classification networks: folders that `toy_tasks.icl_classification.save_net` wrote."""
+    from toy_tasks.icl_classification import NET_META
+
+    return sorted(p.parent for p in runs_root().glob(f"**/{NET_META}"))
 
 
 @st.cache_resource(show_spinner="Loading the network…", max_entries=4)
 def icl_model(folder: str):
-    """The ICLNet of a job folder, its task and its progress measures on a bursty evaluation batch."""
-    from experiments import icl_classification as exp
+    """The ICLNet of a checkpoint folder and its task, rebuilt from what the checkpoint saved."""
     from toy_tasks import icl_classification as ic
 
-    folder = Path(folder)
-    stored = read_json(folder.parent / "config.json") or {}
-    cfg = exp.Config(**{k: v for k, v in stored.items() if k != "experiment"})
-    jobs = {j.name: j for j in [*exp.main_jobs(cfg), *exp.slow_jobs(cfg), *(exp.sweep_jobs(cfg) if cfg.sweep else [])]}
-    if cfg.model != "icl" or folder.name not in jobs:
-        raise InterpError(f"{folder} is not a job of an icl_classification run with the minimal network (model = icl); "
-                          "the induction view needs that network's two attention layers.")
-    job = jobs[folder.name]
-    net = ic.ICLNet(job.spec, seed=job.seed)
-    net.load_state_dict(torch.load(folder / "checkpoint.pt", weights_only=True)["model"])
-    net.eval()
-    task = ic.make_task(job.spec, seed=cfg.seed)
-    return net, task, job
+    net, task, saved = ic.load_net(folder)
+    return net, task, Path(folder).parent.name
 
 
 def icl_circuit(folder: Path) -> None:
     from toy_tasks import icl_classification as ic
 
-    net, task, job = icl_model(str(folder))
-    st.caption(f"Job `{job.name}`: K = {job.spec.K} classes, N = {job.spec.N} item–label pairs, then the query. The induction "
+    net, task, name = icl_model(str(folder))
+    st.caption(f"Job `{name}`: K = {task.spec.K} classes, N = {task.spec.N} item–label pairs, then the query. The induction "
                "circuit: layer 1 copies each item into the label after it (previous-token attention), layer 2 sends the "
                "query to the label whose item matches its class.")
     seed = st.number_input("Sample seed", 0, 10_000, 0, key="icl_seed")
     batch = ic.sample(task, 256, torch.Generator().manual_seed(int(seed)), p_B=1.0, p_C=1.0)  # novel classes: only IC works
     with torch.no_grad():
         logits, cache = net.run_with_cache(batch.inputs, names_filter=lambda n: n.endswith("hook_pattern"))
-    N = job.spec.N
+    N = task.spec.N
     labels = [f"{i // 2}:{'item' if i % 2 == 0 else 'label'}{'★' if i % 2 and batch.item_match[0, i // 2] else ''}"
               for i in range(2 * N)] + ["query"]
     c1, c2 = st.columns(2)
@@ -125,22 +116,11 @@ def patching(spec: str) -> None:
                                        colorscale="RdBu", zlabel="Δ logit diff"), key="ablate")
 
 
-def bb_task(folder):
-    """The Bigram-Backcopy task a checkpoint was trained on, from its run's config (None for other runs)."""
-    from experiments import bigram_backcopy as exp
-
-    for parent in folder.parents:
-        cfg = read_json(parent / "config.json")
-        if cfg and cfg.get("experiment") == "bigram_backcopy":
-            return exp.make_task(exp.Config(**{k: v for k, v in cfg.items() if k != "experiment"}))
-    return None
-
-
 def toy_circuit(spec: str) -> None:
     from toy_tasks import bigram_backcopy as bb
 
     m = model(spec)
-    task = bb_task(Path(spec))
+    task = rebuild_task(m.task) if (m.task or {}).get("name") == "bigram_backcopy" else None
     seed = st.number_input("Sample seed", 0, 10_000, 0, key="seed")
     if task is not None:
         T = min(32, m.info.n_ctx)

@@ -91,8 +91,7 @@ def feature_view(sae, store, s, m, f: int) -> None:
         near_v, near_i = F.nearest_features(sae, f)
         st.dataframe({"nearest feature": near_i.numpy(), "decoder cosine": near_v.numpy().round(3)}, hide_index=True)
     if m is not None:
-        W_U = m.module.lm_head.weight.detach().T if hasattr(m.module, "lm_head") else m.module.W_U.detach()
-        (up_v, up_i), (down_v, down_i) = F.logit_effects(sae, W_U, f)
+        (up_v, up_i), (down_v, down_i) = F.logit_effects(sae, m.W_U, f)
         c1, c2 = st.columns(2)
         c1.dataframe({"promoted token": token_texts(m, up_i), "logit": up_v.numpy().round(3)}, hide_index=True)
         c2.dataframe({"suppressed token": token_texts(m, down_i), "logit": (-down_v).numpy().round(3)}, hide_index=True)

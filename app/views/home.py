@@ -3,13 +3,13 @@
 import streamlit as st
 
 from app.common import claims_table, figure_names, latest_run, missing, page, quick_command, run_streaming, show_figure
-from interp.cli import experiments
+from interp.registry import registry
 
 
 def body() -> None:
     st.title("Experiments")
     st.caption("Each experiment reproduces a paper's claims; `interp run NAME` runs it, `--quick` on a small budget.")
-    mods = experiments()
+    mods = registry()
     rows = []
     for name, mod in mods.items():
         run = latest_run(name)

@@ -93,7 +93,7 @@ def domains() -> None:
 
 
 def zerotuning(spec: str, text: str, prepend: bool, layer: int, head: int) -> None:
-    from interp.interventions import scale_initial_attention
+    from interp.interventions import kl_rows, scale_initial_attention
 
     st.subheader("ZeroTuning: scale this head's attention to position 0")
     gamma = st.select_slider("γ", [0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0], 2.0, key="gamma")
@@ -105,8 +105,9 @@ def zerotuning(spec: str, text: str, prepend: bool, layer: int, head: int) -> No
     clean_logits, clean = run(m, tokens, capture=[name])
     logits, scaled = run(m, tokens, capture=[name], patch=scale_initial_attention(gamma, [layer], [head], model=m))
     before, after = clean[name][0, head, :, 0], scaled[name][0, head, :, 0]  # [q]
-    p, q = clean_logits[0, -1].softmax(-1), logits[0, -1].softmax(-1)
-    kl = (p * (p.clamp(min=1e-30).log() - q.clamp(min=1e-30).log())).sum().item()
+    p_log, q_log = clean_logits[0, -1:].float().log_softmax(-1), logits[0, -1:].float().log_softmax(-1)  # [1, d_vocab]
+    kl = kl_rows(p_log, q_log)[0].item()
+    p, q = p_log[0].exp(), q_log[0].exp()
     c1, c2 = st.columns(2)
     c1.plotly_chart(figures.lines({"clean": before, f"γ = {gamma}": after}, f"L{layer}H{head}: attention to position 0 by query",
                                   "query position", "α to key 0"), key="zt_alpha")
