@@ -267,7 +267,10 @@ def _parse(t, text: str, name: str):
             inner = text.strip()
             if inner[:1] == "[" and inner[-1:] == "]":  # JSON-style lists are read the same way
                 inner = inner[1:-1]
-            return tuple(_parse(_item(base), x.strip().strip("'\""), name) for x in inner.split(",") if x.strip())
+            try:
+                return tuple(_parse(_item(base), x.strip().strip("'\""), name) for x in inner.split(",") if x.strip())
+            except InterpError:
+                raise ValueError(text) from None
         if base is bool:
             if text.lower() in ("1", "true", "yes", "on"):
                 return True

@@ -368,12 +368,12 @@ TOY_SCRIPT = textwrap.dedent("""
     import os, sys
     from pathlib import Path
     import torch
-    from interp.models import toy_model
     from interp.runs import Run
     from toy_tasks.trainer import ToyTrainConfig, lm_loss, train
 
     folder, kill_at = Path(sys.argv[1]), int(sys.argv[2])
-    model = toy_model(dict(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32, n_ctx=12, d_vocab=10, act_fn="relu"), seed=0)
+    torch.manual_seed(0)  # a plain bigram LM: the trainer is the subject, not the model
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
     calls = {"n": 0}
     def batches(g):
         calls["n"] += 1
@@ -382,8 +382,8 @@ TOY_SCRIPT = textwrap.dedent("""
         return torch.randint(0, 10, (8, 12), generator=g)
     held = torch.randint(0, 10, (8, 12), generator=torch.Generator().manual_seed(99))
     cfg = ToyTrainConfig(steps=40, batch_size=8, lr=1e-2, eval_every=5, checkpoint_every=15)
-    train(model.module, batches, lm_loss, cfg, run=Run(folder), probe=lambda s: {"held": lm_loss(model.module, held).item()})
-    torch.save(model.module.state_dict(), folder / "final.pt")
+    train(model, batches, lm_loss, cfg, run=Run(folder), probe=lambda s: {"held": lm_loss(model, held).item()})
+    torch.save(model.state_dict(), folder / "final.pt")
 """)
 
 
