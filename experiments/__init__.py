@@ -5,5 +5,6 @@
     PAPER    the paper(s) it reproduces;  CLAIMS  one line per claim, for `interp list`
     QUICK    config overrides for `--quick` (the budget the tests use)
 
-`interp` finds experiments by scanning this package; nothing needs registering.
+Each module is registered in pyproject.toml (entry-point group `interp.experiments`); `interp.registry`
+finds them there, never by this package's name, so another package registers its own the same way.
 """

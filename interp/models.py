@@ -261,15 +261,22 @@ def model_shape(spec: str):
         folder = Path(spec)
     else:
         return load_model(spec)  # not a spec: its error message
+    from transformers import AutoConfig
+
     try:
-        c = json.loads((folder / "config.json").read_text())
-        n_heads = c["num_attention_heads"]
-        info = ModelInfo(n_layers=c["num_hidden_layers"], n_heads=n_heads, n_kv_heads=c.get("num_key_value_heads") or n_heads,
-                         d_model=c["hidden_size"], d_head=c.get("head_dim") or c["hidden_size"] // n_heads,
-                         d_vocab=c["vocab_size"], n_ctx=c["max_position_embeddings"])
-    except (OSError, ValueError, KeyError) as e:
+        with _hf_quiet(True):
+            info = _hf_info(AutoConfig.from_pretrained(folder))
+    except Exception as e:  # noqa: BLE001 - transformers raises many types for one user problem
         raise InterpError(f"The model config {folder / 'config.json'} cannot be read ({type(e).__name__}: {e}).") from e
     return SimpleNamespace(spec=spec, info=info)
+
+
+def _hf_info(c) -> ModelInfo:
+    """Shape facts from an HF config (its attribute names resolve each family's aliases, e.g. GPT-2's n_head)."""
+    n_heads = c.num_attention_heads
+    return ModelInfo(n_layers=c.num_hidden_layers, n_heads=n_heads, n_kv_heads=getattr(c, "num_key_value_heads", None) or n_heads,
+                     d_model=c.hidden_size, d_head=getattr(c, "head_dim", None) or c.hidden_size // n_heads,
+                     d_vocab=c.vocab_size, n_ctx=c.max_position_embeddings)
 
 
 def _toy_info(c: dict) -> ModelInfo:
@@ -291,17 +298,7 @@ def _load_hf(folder: Path, spec: str, device: str, quiet: bool = False) -> Model
             "the weights (*.safetensors) and the tokenizer files, complete and readable; re-save or re-copy it."
         ) from e
     hf.eval().to(device)
-    c = hf.config
-    n_heads = c.num_attention_heads
-    info = ModelInfo(
-        n_layers=c.num_hidden_layers,
-        n_heads=n_heads,
-        n_kv_heads=getattr(c, "num_key_value_heads", None) or n_heads,
-        d_model=c.hidden_size,
-        d_head=getattr(c, "head_dim", None) or c.hidden_size // n_heads,
-        d_vocab=c.vocab_size,
-        n_ctx=c.max_position_embeddings,
-    )
+    info = _hf_info(hf.config)
     sink = tok.convert_tokens_to_ids("<|endoftext|>") if "<|endoftext|>" in tok.get_vocab() else tok.bos_token_id
     return Model(spec, "hf", info, tok, hf, sink_token_id=sink, source=str(folder))
 
@@ -329,10 +326,7 @@ def toy_model(cfg_kwargs: dict, seed: int = 0, vocab: list[str] | None = None, s
             if name.rsplit(".", 1)[-1].startswith("b"):  # b_Q, b_K, b_V, b_O, b_in, b_out, b_U, LayerNorm's b
                 p.requires_grad_(False)
                 p.data.zero_()
-    info = ModelInfo(
-        n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_heads, d_model=cfg.d_model,
-        d_head=cfg.d_head, d_vocab=cfg.d_vocab, n_ctx=cfg.n_ctx,
-    )
+    info = _toy_info(vars(cfg))
     return Model(spec, "toy", info, ToyTokenizer(cfg.d_vocab, vocab), module, sink_token_id=sink_token_id,
                  source=spec, config=dict(cfg_kwargs))
 
