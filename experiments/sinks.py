@@ -81,7 +81,8 @@ def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
 def _claims(out: dict, cfg: Config, n_layers: int) -> tuple[list[dict], list[dict]]:
     paper = "Gu et al. 2025"
     claims, observations = [], []
-    mid = list(range(3, n_layers - 3))
+    mid = list(range(3, n_layers - 3)) or list(range(n_layers))  # a model under 7 layers: all of them
+    drain_from = 2 if n_layers > 2 else 0
     for cond, s in out.items():
         ratio = s["sink_rate_pos0"] / max(s["sink_rate_next_highest"], 1e-9)
         claims.append(claim(
@@ -104,10 +105,10 @@ def _claims(out: dict, cfg: Config, n_layers: int) -> tuple[list[dict], list[dic
             by_layer=peak.tolist(), first_peak_layer=_first(peak >= 3),
         ))
         drain = s["wov_pos0_vs_median_by_layer"]
-        share_drain = (drain[2:] <= 0.5).float().mean().item()
+        share_drain = (drain[drain_from:] <= 0.5).float().mean().item()
         claims.append(claim(
             f"value_drain[{cond}]", "Guo et al. 2024",
-            "in at least half of layers ≥ 2, the median over heads of ‖W_O v_0‖ / median_k ‖W_O v_k‖ ≤ 0.5",
+            f"in at least half of layers ≥ {drain_from}, the median over heads of ‖W_O v_0‖ / median_k ‖W_O v_k‖ ≤ 0.5",
             share_drain, ">= 0.5 of layers", share_drain >= 0.5, by_layer=drain.tolist(),
         ))
         vs_mean = s["resid_pos0_vs_mean_by_layer"]
