@@ -16,15 +16,16 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ## make demo: set up, fetch SmolLM2, run the main job (the `sinks` experiment's claims table), open the dashboard.
 demo: model
 	-$(BIN)/interp run sinks --reuse
-	$(BIN)/interp app
+	$(BIN)/interp app $(APP_ARGS)
 
 ## make test: set up, fetch SmolLM2, install chromium (the dashboard's browser test), run the whole test suite.
 test: model chromium
 	$(BIN)/python -m pytest
 
-## make app: the dashboard on http://127.0.0.1:8501 over the runs in ./runs.
+## make app: the dashboard on http://127.0.0.1:8501 over the runs in ./runs (APP_ARGS="--port 8600" to change).
+## It never asks anything: headless, no usage statistics, a browser opened only where one can be shown.
 app: model
-	$(BIN)/interp app
+	$(BIN)/interp app $(APP_ARGS)
 
 # Debian's chromium, driven headless by the dashboard's browser test (Playwright, no browser download).
 chromium:

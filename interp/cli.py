@@ -219,7 +219,7 @@ def _stored_config(cls, run):
     """The config an interrupted run was started with, checked like a new one."""
     from interp.config import build
 
-    stored = {k: v for k, v in run.config.items() if k != "experiment"}
+    stored = {k: v for k, v in run.config.items() if k not in ("experiment", "quick")}
     try:
         return build(cls, None, base=stored)
     except InterpError as e:
@@ -239,11 +239,11 @@ def cmd_run(args) -> int:
         print(f"resuming {run.dir}", file=sys.stderr)
     else:
         cfg = build(mod.Config, args, args.set, base=dict(getattr(mod, "QUICK", {})) if args.quick else None)
-        run = find_complete_run(args.name, to_dict(cfg)) if args.reuse else None
+        run = find_complete_run(args.name, to_dict(cfg), quick=args.quick) if args.reuse else None
         if run is not None:
             print(f"reusing the complete run in {run.dir} (same config)", file=sys.stderr)
             return _report(run.results(), run, format_claims)
-        run = create_run(args.name, to_dict(cfg))
+        run = create_run(args.name, to_dict(cfg), quick=args.quick)
     with _resume_hint(run):
         results = run_experiment(mod, cfg, run, quiet=args.quiet)
     return _report(results, run, format_claims)
@@ -373,12 +373,39 @@ def cmd_app(args) -> int:
         raise InterpError(f"--port {args.port} is not a TCP port: choose one in 1-65535 (default 8501).")
     runs_root()  # INTERP_RUNS must name a folder
     main_file = dashboard_file()
+    # Always headless: a non-headless first start asks for an e-mail address on the terminal and, with no
+    # terminal, exits. The browser is opened by us, only where one can be shown, once the server answers.
     cmd = [sys.executable, "-m", "streamlit", "run", str(main_file), "--server.address", args.address,
-           "--server.port", str(args.port), "--server.headless", "true" if args.no_browser else "false",
-           "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"]
-    print(f"dashboard on http://{args.address}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
+           "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--client.toolbarMode", "minimal"]
+    host = "127.0.0.1" if args.address in ("0.0.0.0", "::") else args.address
+    url = f"http://{host}:{args.port}"
+    print(f"dashboard on {url} (Ctrl-C stops it)", file=sys.stderr)
     sys.stdout.flush()
+    sys.stderr.flush()
+    if not args.no_browser and _can_show_browser() and os.fork() == 0:
+        _open_when_up(url)  # the child: never returns
     os.execv(sys.executable, cmd)  # streamlit replaces this process: a signal to it reaches the server
+
+
+def _can_show_browser() -> bool:
+    """A graphical browser can open here: macOS or Windows, or a Linux/BSD session with a display."""
+    return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _open_when_up(url: str) -> None:
+    """Wait (up to a minute) for the server's health check, open `url` in a browser, exit."""
+    import urllib.request
+    import webbrowser
+
+    for _ in range(120):
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
+                webbrowser.open(url)
+                break
+        except OSError:
+            time.sleep(0.5)
+    os._exit(0)
 
 
 def cmd_models(args) -> int:

@@ -1,6 +1,7 @@
 """Run folders: `runs/<experiment>/<run-id>/` (root: `$INTERP_RUNS`, default `./runs`).
 
-    config.json      the full config, validated before the folder was made
+    config.json      the full config, validated before the folder was made (with `experiment` and,
+                     for `interp run`, `quick`: whether it ran the reduced budget)
     metrics.jsonl    one JSON line per logged step, steps strictly increasing
     checkpoint.pt    the training state at one step (written atomically; optional)
     results.json     written last, atomically: claims, observations, figures index, seconds; its
@@ -174,9 +175,10 @@ def resume_command(run: Run) -> str:
     return f"interp sae train --resume {run.dir}" if exp == "sae" else f"interp run {exp} --resume {run.dir}"
 
 
-def create_run(experiment: str, config: dict, path: str | Path | None = None) -> Run:
+def create_run(experiment: str, config: dict, path: str | Path | None = None, quick: bool | None = None) -> Run:
     """A new run folder holding config.json: `path`, or `<runs root>/<experiment>/<timestamp>[-n]`.
-    Call it only with a config that has passed validation: a config that cannot run makes no folder."""
+    Call it only with a config that has passed validation: a config that cannot run makes no folder.
+    `quick` (an experiment's reduced budget or not) is recorded beside the config for the dashboard."""
     if path is not None:
         path = Path(path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -193,7 +195,7 @@ def create_run(experiment: str, config: dict, path: str | Path | None = None) ->
                 break
             except FileExistsError:
                 continue
-    write_json(path / "config.json", {"experiment": experiment, **config})
+    write_json(path / "config.json", {"experiment": experiment, **({} if quick is None else {"quick": quick}), **config})
     return Run(path)
 
 
@@ -222,9 +224,9 @@ def list_runs(root: Path | None = None) -> list[Run]:
     return sorted((Run(p.parent) for p in root.glob("*/*/config.json")), key=lambda r: (r.experiment, r.dir.name))
 
 
-def find_complete_run(experiment: str, config: dict, root: Path | None = None) -> Run | None:
-    """The newest complete run of `experiment` whose config equals `config`."""
-    want = json.loads(json.dumps({"experiment": experiment, **config}, default=str))
+def find_complete_run(experiment: str, config: dict, root: Path | None = None, quick: bool | None = None) -> Run | None:
+    """The newest complete run of `experiment` whose config (and quick flag) equals `config`."""
+    want = json.loads(json.dumps({"experiment": experiment, **({} if quick is None else {"quick": quick}), **config}, default=str))
     for run in reversed(list_runs(root)):
         if run.experiment == experiment and run.complete and run.config == want:
             return run

@@ -23,6 +23,14 @@ def test_run_folder_layout_and_completion(runs_dir):
     assert find_complete_run("demo", {"lr": 0.2}) is None
 
 
+def test_a_run_records_whether_it_was_quick_and_reuse_tells_them_apart(runs_dir):
+    quick = create_run("demo", {"lr": 0.1}, quick=True)
+    quick.finish({"claims": []}, seconds=1.0)
+    assert quick.config == {"experiment": "demo", "quick": True, "lr": 0.1}
+    assert find_complete_run("demo", {"lr": 0.1}, quick=True).dir == quick.dir
+    assert find_complete_run("demo", {"lr": 0.1}, quick=False) is None  # a full run never reuses a quick one
+
+
 def test_two_runs_in_the_same_second_get_distinct_folders(runs_dir):
     a, b = create_run("demo", {}), create_run("demo", {})
     assert a.dir != b.dir and len(list_runs()) == 2
