@@ -7,6 +7,7 @@ import streamlit as st
 import torch
 
 from app.common import model
+from app.tokens import visible
 from interp import attention
 from interp.hooks import run
 
@@ -31,8 +32,8 @@ def token_texts(m, ids) -> list[str]:
 
 
 def token_labels(spec: str, ids) -> list[str]:
-    """Unique axis labels `i:token` (plotly merges equal category labels); newlines shown as ⏎."""
-    return [f"{i}:{t}".replace("\n", "⏎") for i, t in enumerate(token_texts(model(spec), ids))]
+    """Unique axis labels `i:token` (plotly merges equal category labels), whitespace visible (␣ ⏎)."""
+    return [f"{i}:{visible(t)}" for i, t in enumerate(token_texts(model(spec), ids))]
 
 
 @st.cache_data(show_spinner="Probing…", max_entries=16)

@@ -412,7 +412,7 @@ def _figures(run_dir: Run, summary: dict, table: list[dict], cfg: Config) -> Non
         diff = summary[cond, "code"]["alpha0"] - summary[cond, "prose"]["alpha0"]
         run_dir.save_figure(f"alpha0_difference_{cond}", figures.heatmap(
             diff, f"α₀(code) − α₀(prose) ({cond}); |Δ| ≥ {cfg.selectivity} is domain-selective", "head", "layer",
-            zmin=-1.0, zmax=1.0, colorscale="RdBu", zlabel="Δα₀"))
+            zmin=-1.0, zmax=1.0, signed=True, zlabel="Δα₀ (+ : sinks more on code)"))
         points = [(d, l, h) for d in DOMAINS for l in range(diff.shape[0]) for h in range(diff.shape[1])]
         pick = lambda key: [summary[cond, d][key][l, h].item() for d, l, h in points]  # noqa: E731
         run_dir.save_figure(f"entropy_detector_{cond}", figures.entropy_scatter(

@@ -448,7 +448,8 @@ def _figures(run_dir: Run, out: dict, names: list[str]) -> None:
         layers, heads = sorted(grid), sorted({h for g in grid.values() for h in g})
         z = [[grid[l].get(h) for h in heads] for l in layers]
         run_dir.save_figure(f"head_profile_{cond}", figures.heatmap(z, f"Δ log p(gold), γ on one head, mean over tasks ({cond})",
-                                                                   "head", "layer", x=heads, y=layers, colorscale="RdBu", zlabel="Δ"))
+                                                                   "head", "layer", x=heads, y=layers, signed=True,
+                                                                   zlabel="Δ log p(gold) (+ : γ helps)"))
         methods = ["clean", "ZT supervised", "ZT unsupervised", "τ supervised", "τ unsupervised"]
         acc = [[z["clean_test_acc"], z["supervised"]["test_acc"], z["unsupervised"]["test_acc"],
                 z["supervised"]["temperature"]["test_acc"], z["unsupervised"]["temperature"]["test_acc"]] for z in r["zerotuning"].values()]

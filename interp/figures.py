@@ -15,11 +15,79 @@ def _list(x):
 
 
 def heatmap(z, title: str, xlabel: str, ylabel: str, x: Sequence | None = None, y: Sequence | None = None,
-            zmin: float | None = None, zmax: float | None = None, colorscale: str = "Viridis", zlabel: str = "") -> go.Figure:
-    """A heatmap of a 2-D array, rows along y."""
-    fig = go.Figure(go.Heatmap(z=_list(z), x=x, y=y, zmin=zmin, zmax=zmax, colorscale=colorscale,
-                               colorbar=dict(title=zlabel)))
+            zmin: float | None = None, zmax: float | None = None, colorscale: str = "Viridis", zlabel: str = "",
+            signed: bool | None = None) -> go.Figure:
+    """A heatmap of a 2-D array, rows along y. A signed one (`signed`, or by default any array with
+    values of both signs) gets a diverging scale whose white is exactly 0 (red below, blue above) and,
+    when a range is given, a range symmetric about 0; say what the sign means in `zlabel`."""
+    z = _list(z)
+    if signed is None:
+        signed = _both_signs(z)
+    trace = dict(z=z, x=x, y=y, zmin=zmin, zmax=zmax, colorscale=colorscale, colorbar=dict(title=zlabel))
+    if signed:
+        bound = max(abs(v) for v in (zmin, zmax) if v is not None) if zmin is not None or zmax is not None else None
+        trace.update(colorscale="RdBu", zmid=0.0, zmin=-bound if bound else None, zmax=bound)
+    fig = go.Figure(go.Heatmap(**trace))
     fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, **_LAYOUT)
+    return fig
+
+
+def _both_signs(z) -> bool:
+    flat = [v for row in z for v in (row if isinstance(row, (list, tuple)) else [row]) if v is not None and v == v]
+    return bool(flat) and min(flat) < 0 < max(flat)
+
+
+def centre_signed(fig: go.Figure) -> go.Figure:
+    """Centre every heatmap of `fig` that holds values of both signs on 0 (for figures stored before
+    `heatmap` did so itself): a diverging scale with white at 0 and a range symmetric about it."""
+    for t in fig.data:
+        if t.type != "heatmap" or t.z is None:
+            continue
+        if _both_signs(t.z):
+            bound = max(abs(v) for v in (t.zmin, t.zmax) if v is not None) if t.zmin is not None or t.zmax is not None else None
+            t.update(colorscale="RdBu", zmid=0.0, zmin=-bound if bound else None, zmax=bound, zauto=bound is None)
+    return fig
+
+
+def clickable(fig: go.Figure) -> go.Figure:
+    """Make each heatmap cell clickable (for a dashboard's point selection, which heatmap traces do not
+    report): an invisible marker at the centre of every cell, carrying the heatmap's hover text."""
+    xt, yt = fig.layout.xaxis.title.text or "x", fig.layout.yaxis.title.text or "y"
+    for t in list(fig.data):
+        if t.type != "heatmap" or t.z is None:
+            continue
+        zt = (t.colorbar.title.text if t.colorbar and t.colorbar.title else None) or "value"
+        rows, cols = len(t.z), len(t.z[0])
+        xs = list(t.x) if t.x is not None else list(range(cols))
+        ys = list(t.y) if t.y is not None else list(range(rows))
+        fig.add_trace(go.Scatter(x=[xs[c] for r in range(rows) for c in range(cols)], y=[ys[r] for r in range(rows) for c in range(cols)],
+                                 customdata=[[r, c, t.z[r][c]] for r in range(rows) for c in range(cols)], mode="markers",
+                                 marker=dict(symbol="square", size=14, opacity=0), showlegend=False,
+                                 hovertemplate=t.hovertemplate or f"{yt} %{{y}}, {xt} %{{x}}<br>{zt}: %{{customdata[2]:.3f}}<extra></extra>",
+                                 xaxis=t.xaxis, yaxis=t.yaxis))
+        # the markers would pad the axes past the heatmap's cells: pin both to the cells' extent
+        fig.update_layout({f"xaxis{(t.xaxis or 'x')[1:]}": dict(range=[-0.5, cols - 0.5]),
+                           f"yaxis{(t.yaxis or 'y')[1:]}": dict(range=[-0.5, rows - 0.5])})
+    return fig
+
+
+def attention_heads(patterns, labels: Sequence[str], layer: int, heads: Sequence[int], title: str = "") -> go.Figure:
+    """Attention patterns of several heads of one layer side by side, in CircuitsVis's orientation:
+    query 0 at the top, keys along x, every token labelled (the height grows with the prompt), and a
+    tooltip naming layer, head, query, key and the attention."""
+    from plotly.subplots import make_subplots
+
+    n = len(labels)
+    fig = make_subplots(rows=1, cols=len(heads), shared_yaxes=True, horizontal_spacing=0.02,
+                        subplot_titles=[f"L{layer}H{h}" for h in heads])
+    for col, (h, z) in enumerate(zip(heads, patterns), start=1):
+        fig.add_trace(go.Heatmap(z=_list(z), x=list(labels), y=list(labels), zmin=0, zmax=1, colorscale="Blues",
+                                 showscale=col == len(heads), colorbar=dict(title="attention"),
+                                 hovertemplate=f"layer {layer} head {h}<br>query %{{y}}<br>key %{{x}}<br>"
+                                               "attention %{z:.3f}<extra></extra>"), row=1, col=col)
+        fig.update_xaxes(tickmode="array", tickvals=list(labels), tickangle=-90, row=1, col=col)
+    fig.update_yaxes(autorange="reversed", tickmode="array", tickvals=list(labels))
+    fig.update_layout(title=title, height=180 + 16 * n, **_LAYOUT)
     return fig
 
 

@@ -86,21 +86,32 @@ def _prompt_pair(model: Model, clean: Tensor, corrupt: Tensor) -> None:
     model.check_length(clean.shape[1])
 
 
+def _pair_runs(model: Model, clean: Tensor, corrupt: Tensor, names: list[str], good: int, bad: int, noising: bool,
+               backend: str) -> tuple[Tensor, dict, float, float]:
+    """The run patched into (corrupted for denoising, clean for noising), the cache of the other one,
+    and the logit differences of the corrupted (lo) and clean (hi) runs."""
+    _prompt_pair(model, clean, corrupt)
+    base, source = (clean, corrupt) if noising else (corrupt, clean)
+    source_logits, cache = run(model, source, capture=names, backend=backend)
+    base_logits, _ = run(model, base, backend=backend)
+    lo, hi = (source_logits, base_logits) if noising else (base_logits, source_logits)
+    return base, cache, logit_diff(lo, good, bad).item(), logit_diff(hi, good, bad).item()
+
+
 def patch_residual(
     model: Model, clean: Int[Tensor, "1 pos"], corrupt: Int[Tensor, "1 pos"], good: int, bad: int,
-    hook: str = "hook_resid_pre", backend: str = "transformer_lens",
+    hook: str = "hook_resid_pre", backend: str = "transformer_lens", noising: bool = False,
 ) -> Float[Tensor, "layer pos"]:
-    """Denoising patch of `blocks.{l}.{hook}` at one (layer, position) at a time: the corrupted run
-    with the clean activation there, scored by the logit difference good − bad and normalised so
-    0 = corrupted and 1 = clean. One forward pass per layer (the positions are the batch)."""
-    _prompt_pair(model, clean, corrupt)
+    """Patch `blocks.{l}.{hook}` at one (layer, position) at a time, scored by the logit difference
+    good − bad and normalised so 0 = the corrupted run's and 1 = the clean run's. Denoising (default):
+    the corrupted run with the clean activation there (high = enough to restore the answer). Noising:
+    the clean run with the corrupted activation there (low = needed for the answer). One forward pass
+    per layer (the positions are the batch)."""
     L, T = model.info.n_layers, clean.shape[1]
     names = [f"blocks.{l}.{hook}" for l in range(L)]
-    clean_logits, cache = run(model, clean, capture=names, backend=backend)
-    corrupt_logits, _ = run(model, corrupt, backend=backend)
-    lo, hi = logit_diff(corrupt_logits, good, bad).item(), logit_diff(clean_logits, good, bad).item()
+    base, cache, lo, hi = _pair_runs(model, clean, corrupt, names, good, bad, noising, backend)
     out = torch.zeros(L, T)
-    batch = corrupt.expand(T, T)  # row i patches position i
+    batch = base.expand(T, T)  # row i patches position i
     for l, name in enumerate(names):
         src = cache[name][0]  # [pos, d_model]
 
@@ -117,16 +128,13 @@ def patch_residual(
 
 def patch_heads(
     model: Model, clean: Int[Tensor, "1 pos"], corrupt: Int[Tensor, "1 pos"], good: int, bad: int,
-    backend: str = "transformer_lens",
+    backend: str = "transformer_lens", noising: bool = False,
 ) -> Float[Tensor, "layer head"]:
-    """Denoising patch of one head's output (`blocks.{l}.attn.hook_z`, every position) at a time,
-    normalised like `patch_residual`."""
-    _prompt_pair(model, clean, corrupt)
+    """Patch one head's output (`blocks.{l}.attn.hook_z`, every position) at a time, denoising or
+    noising and normalised like `patch_residual`."""
     names = [f"blocks.{l}.attn.hook_z" for l in range(model.info.n_layers)]
-    clean_logits, cache = run(model, clean, capture=names, backend=backend)
-    corrupt_logits, _ = run(model, corrupt, backend=backend)
-    lo, hi = logit_diff(corrupt_logits, good, bad).item(), logit_diff(clean_logits, good, bad).item()
-    patched = _head_sweep(model, corrupt, lambda l: cache[names[l]][0], good, bad, backend)
+    base, cache, lo, hi = _pair_runs(model, clean, corrupt, names, good, bad, noising, backend)
+    patched = _head_sweep(model, base, lambda l: cache[names[l]][0], good, bad, backend)
     return (patched - lo) / (hi - lo or 1e-9)
 
 

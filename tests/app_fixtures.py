@@ -1,6 +1,7 @@
 """Stored runs for the dashboard tests, made by the real code paths on a tiny budget: a `sinks`
-run, a Bigram-Backcopy toy checkpoint and an in-context-classification network with their training
-metrics, and a TopK SAE on a SmolLM2 store."""
+run on SmolLM2 and one on a random 2-layer Llama folder (its claims fail: a random model has no
+sinks), a partial Bigram-Backcopy run with a toy checkpoint, two in-context-classification networks
+with their training metrics, and a TopK SAE on a SmolLM2 store."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import os
 from pathlib import Path
 
 
-def make_runs(root: Path) -> Path:
+def make_runs(root: Path, tiny_llama: Path) -> Path:
     old = os.environ.get("INTERP_RUNS")
     os.environ["INTERP_RUNS"] = str(root)  # the CLI and create_run write under it
     try:
-        _make(root)
+        _make(root, tiny_llama)
     finally:
         if old is None:
             del os.environ["INTERP_RUNS"]
@@ -21,7 +22,7 @@ def make_runs(root: Path) -> Path:
     return root
 
 
-def _make(root: Path) -> None:
+def _make(root: Path, tiny_llama: Path) -> None:
     from experiments import bigram_backcopy, icl_classification
     from interp.cli import main
     from interp.config import build, to_dict
@@ -30,15 +31,17 @@ def _make(root: Path) -> None:
     from interp.store import cache_activations
 
     assert main(["run", "sinks", "--quick", "--quiet", "--set", "n_texts=2", "--set", "seq_len=16"]) in (0, 1)
+    assert main(["run", "sinks", "--quick", "--quiet", "--set", f"model={tiny_llama}", "--set", "n_texts=2",
+                 "--set", "seq_len=16", "--set", "first_late_layer=1"]) == 1  # a failing claim, on another model
 
     cfg = build(bigram_backcopy.Config, base={"trainer.steps": 60, "trainer.eval_every": 20, "eval_batch": 32, "deep": False})
     run = create_run("bigram_backcopy", to_dict(cfg))
     bigram_backcopy.train_variant(cfg, "softmax_1l", str(run.dir / "softmax_1l"))
 
-    icfg = icl_classification.Config(steps=60, eval_every=30, eval_size=200, sgd=False)
+    icfg = icl_classification.Config(steps=60, short_steps=60, eval_every=30, eval_size=200, sgd=False)
     run = create_run("icl_classification", to_dict(icfg))
-    job = icl_classification.main_jobs(icfg)[0]
-    icl_classification.train_job(icfg, job, str(run.dir / job.name))
+    for job in icl_classification.main_jobs(icfg)[:2]:  # two jobs: two runs with the same metrics
+        icl_classification.train_job(icfg, job, str(run.dir / job.name))
 
     store = root.parent / "store"
     cache_activations("smollm2-135m", "blocks.3.hook_resid_post", 2048, store, ctx_len=32, shard_tokens=1024, quiet=True)

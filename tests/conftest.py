@@ -40,8 +40,8 @@ def runs_dir(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def stored_runs(tmp_path_factory, smollm2):
+def stored_runs(tmp_path_factory, smollm2, tiny_llama_dir):
     """Runs for the dashboard tests (tests/app_fixtures.py), made once per session."""
     from app_fixtures import make_runs
 
-    return make_runs(tmp_path_factory.mktemp("app") / "runs")
+    return make_runs(tmp_path_factory.mktemp("app") / "runs", tiny_llama_dir)

@@ -287,6 +287,37 @@ def test_residual_patching_restores_exactly_the_changed_embedding():
     assert r[1, :4].abs().max().item() < 1e-5  # positions before the change are identical in both runs
 
 
+def test_noising_breaks_exactly_at_the_changed_embedding():
+    """Noising runs the clean prompt with one corrupted activation: at layer 0 the changed position
+    gives the corrupted run (0.0, on the same clean = 1 scale), every other position leaves it clean."""
+    from interp.interventions import patch_residual
+
+    m, clean, corrupt = _pair()
+    r = patch_residual(m, clean, corrupt, good=3, bad=5, noising=True)
+    assert r[0, 4].item() == pytest.approx(0.0, abs=1e-5)
+    assert (r[0] - 1)[torch.arange(12) != 4].abs().max().item() < 1e-5
+    assert (r[1, :4] - 1).abs().max().item() < 1e-5
+
+
+def test_head_noising_matches_one_head_at_a_time():
+    from interp.hooks import run
+    from interp.interventions import logit_diff, patch_heads
+
+    m, clean, corrupt = _pair()
+    noised = patch_heads(m, clean, corrupt, 3, 5, noising=True)
+    lo, hi = (logit_diff(run(m, t)[0], 3, 5).item() for t in (corrupt, clean))
+    name = "blocks.1.attn.hook_z"
+    z = capture(m, corrupt, [name])[name]
+
+    def one(act):
+        act = act.clone()
+        act[:, :, 2] = z[:, :, 2]
+        return act
+
+    want = (logit_diff(run(m, clean, patch={name: one})[0], 3, 5).item() - lo) / (hi - lo)
+    assert noised[1, 2].item() == pytest.approx(want, abs=1e-4)
+
+
 def test_batched_head_patching_and_ablation_match_one_head_at_a_time():
     from interp.hooks import run
     from interp.interventions import ablate_heads, logit_diff, patch_heads, zero_heads

@@ -6,23 +6,22 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from app.common import SMOLLM2, label, model, page, toy_checkpoints
+from app.common import URL, chart, label, model, model_params, open_cell, page, pick_model
 from app.probes import token_labels
 from interp import InterpError, figures
 from interp.hooks import run
-from interp.interventions import ablate_heads, patch_heads, patch_residual
+from interp.interventions import ablate_heads, logit_diff, patch_heads, patch_residual
 from interp.runs import runs_root
 from toy_tasks import rebuild_task
 
 CLEAN = "When Mary and John went to the store, John gave a drink to"
 CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
+DENOISE, NOISE = "denoising (clean activation into the corrupted run)", "noising (corrupted activation into the clean run)"
 
 
 def body() -> None:
     st.title("Circuits")
-    specs = {SMOLLM2: SMOLLM2, **{f"toy: {label(p)}": str(p) for p in toy_checkpoints()},
-             **{f"icl: {label(p)}": p for p in icl_checkpoints()}}
-    spec = specs[st.selectbox("Model", list(specs), key="model")]
+    spec = pick_model(extra={f"icl: {label(p)}": p for p in icl_checkpoints()})
     if isinstance(spec, Path):
         icl_circuit(spec)
     elif model(spec).kind == "toy":
@@ -54,7 +53,7 @@ def icl_circuit(folder: Path) -> None:
     st.caption(f"Job `{name}`: K = {task.spec.K} classes, N = {task.spec.N} item–label pairs, then the query. The induction "
                "circuit: layer 1 copies each item into the label after it (previous-token attention), layer 2 sends the "
                "query to the label whose item matches its class.")
-    seed = st.number_input("Sample seed", 0, 10_000, 0, key="icl_seed")
+    seed = st.number_input("Sample seed", 0, 10_000, 0, key="icl_seed", bind=URL)
     batch = ic.sample(task, 256, torch.Generator().manual_seed(int(seed)), p_B=1.0, p_C=1.0)  # novel classes: only IC works
     with torch.no_grad():
         logits, cache = net.run_with_cache(batch.inputs, names_filter=lambda n: n.endswith("hook_pattern"))
@@ -63,8 +62,9 @@ def icl_circuit(folder: Path) -> None:
               for i in range(2 * N)] + ["query"]
     c1, c2 = st.columns(2)
     for col, layer in zip((c1, c2), (0, 1)):
-        col.plotly_chart(figures.heatmap(cache[f"blocks.{layer}.attn.hook_pattern"][0, 0], f"Layer {layer + 1} attention (one sequence)",
-                                         "key", "query", x=labels, y=labels, zmin=0, zmax=1), key=f"icl_{layer}")
+        with col:
+            chart(figures.attention_heads(cache[f"blocks.{layer}.attn.hook_pattern"][0, :1], labels, layer, [0],
+                                          f"Layer {layer + 1} attention (one sequence)"), f"icl_{layer}")
     measures = ic.progress(net, batch)
     acc = (logits.argmax(-1) == batch.target).float().mean().item()
     st.dataframe([{"measure": k, "value": round(v, 3)} for k, v in {**measures, "accuracy on novel classes (IC)": acc}.items()],
@@ -82,38 +82,72 @@ def single_token(spec: str, text: str, what: str) -> int:
 
 
 @st.cache_data(show_spinner="Patching every layer, position and head (about a minute on SmolLM2)…", max_entries=8)
-def patch_all(spec: str, clean: str, corrupt: str, good: int, bad: int) -> dict:
+def patch_all(spec: str, clean: str, corrupt: str, good: int, bad: int, noising: bool) -> dict:
     m = model(spec)
     c, k = torch.tensor([m.encode(clean)]), torch.tensor([m.encode(corrupt)])
-    return {"resid": patch_residual(m, c, k, good, bad).numpy(), "heads": patch_heads(m, c, k, good, bad).numpy(),
-            "ablate": ablate_heads(m, c, good, bad).numpy(), "tokens": c[0].numpy()}
+    lds = {name: logit_diff(run(m, t)[0], good, bad).item() for name, t in (("clean", c), ("corrupted", k))}
+    return {"resid": patch_residual(m, c, k, good, bad, noising=noising).numpy(),
+            "heads": patch_heads(m, c, k, good, bad, noising=noising).numpy(),
+            "ablate": ablate_heads(m, c, good, bad).numpy(), "tokens": c[0].numpy(), **lds}
 
 
 def patching(spec: str) -> None:
     st.subheader("Activation patching")
-    st.caption("Denoising: run the corrupted prompt, restore one clean activation, and score the logit difference "
-               "(correct − wrong answer) on a 0 (corrupted) to 1 (clean) scale.")
     c1, c2 = st.columns(2)
-    clean = c1.text_input("Clean prompt", CLEAN, key="clean")
-    corrupt = c2.text_input("Corrupted prompt (same number of tokens)", CORRUPT, key="corrupt")
-    good = single_token(spec, c1.text_input("Correct answer", " Mary", key="good"), "correct answer")
-    bad = single_token(spec, c2.text_input("Wrong answer", " John", key="bad"), "wrong answer")
+    clean = c1.text_input("Clean prompt", CLEAN, key="clean", bind=URL)
+    corrupt = c2.text_input("Corrupted prompt (same number of tokens)", CORRUPT, key="corrupt", bind=URL)
+    good = single_token(spec, c1.text_input("Correct answer", " Mary", key="good", bind=URL), "correct answer")
+    bad = single_token(spec, c2.text_input("Wrong answer", " John", key="bad", bind=URL), "wrong answer")
     n_clean, n_corrupt = len(model(spec).encode(clean)), len(model(spec).encode(corrupt))
     if n_clean != n_corrupt:
         raise InterpError(f"The clean prompt has {n_clean} tokens and the corrupted one {n_corrupt}: patching compares "
                           "them position by position, so reword one until both have the same length.")
-    if not st.toggle("Run patching", key="patch"):
-        st.info("Switch on “Run patching” to patch every layer × position and layer × head (one batched forward pass per layer).")
+    direction = st.radio("Direction", [DENOISE, NOISE], horizontal=True, key="direction", bind=URL)
+    args = (spec, clean, corrupt, good, bad, direction == NOISE)
+    if st.button("Run patching", key="patch", type="primary",
+                 help="one batched forward pass per layer for the residual stream and per layer for the heads"):
+        st.session_state["patched"] = args
+    if st.session_state.get("patched") != args:
+        st.info("Press “Run patching” to patch every layer × position and layer × head for these prompts.")
         return
-    r = patch_all(spec, clean, corrupt, good, bad)
+    r = patch_all(*args)
+    st.markdown(f"Logit difference (correct − wrong): clean **{r['clean']:.3f}**, corrupted **{r['corrupted']:.3f}**. "
+                "Scores are on the scale 0 = corrupted run, 1 = clean run. " + (
+                    "Noising: the clean run with one corrupted activation — a low score means the answer needs it."
+                    if args[-1] else "Denoising: the corrupted run with one clean activation — a high score means it "
+                    "is enough to restore the answer."))
     labels = token_labels(spec, r["tokens"])
-    st.plotly_chart(figures.heatmap(r["resid"], "Residual stream (resid_pre): share of the logit difference restored",
-                                    "position", "layer", x=labels, zmin=-1, zmax=1, colorscale="RdBu", zlabel="restored"), key="resid")
+    chart(figures.heatmap(r["resid"], "Residual stream (resid_pre) by layer and position", "position", "layer", x=labels,
+                          zmin=-1, zmax=1, signed=True, zlabel="score (1 = clean)"), "resid")
     left, right = st.columns(2)
-    left.plotly_chart(figures.heatmap(r["heads"], "Attention heads (hook_z): share restored", "head", "layer", zmin=-1, zmax=1,
-                                      colorscale="RdBu", zlabel="restored"), key="heads")
-    right.plotly_chart(figures.heatmap(r["ablate"], "Head ablation on the clean prompt: Δ logit difference", "head", "layer",
-                                       colorscale="RdBu", zlabel="Δ logit diff"), key="ablate")
+    with left:
+        chart(figures.clickable(figures.heatmap(r["heads"], "Attention heads (hook_z, every position)", "head", "layer",
+                                                zmin=-1, zmax=1, signed=True, zlabel="score (1 = clean)")),
+              "heads", on_select=open_cell("heads", "pl", "ph"), selection_mode="points")
+    with right:
+        chart(figures.clickable(figures.heatmap(r["ablate"], "Head ablation on the clean prompt", "head", "layer", signed=True,
+                                                zlabel="Δ logit diff (− : the head helps)")),
+              "ablate", on_select=open_cell("ablate", "pl", "ph"), selection_mode="points")
+    head_on_both(spec, clean, corrupt)
+
+
+def head_on_both(spec: str, clean: str, corrupt: str) -> None:
+    m = model(spec)
+    st.subheader("One head on both prompts")
+    st.caption("Click a head cell above to open it here.")
+    c1, c2 = st.columns(2)
+    layer = int(c1.number_input("Layer", 0, m.info.n_layers - 1, 0, key="pl", bind=URL))
+    head = int(c2.number_input("Head", 0, m.info.n_heads - 1, 0, key="ph", bind=URL))
+    name = f"blocks.{layer}.attn.hook_pattern"
+    cols = st.columns(2)
+    for col, (what, text) in zip(cols, (("clean", clean), ("corrupted", corrupt))):
+        tokens = torch.tensor([m.encode(text)])
+        pattern = run(m, tokens, capture=[name])[1][name][0, head:head + 1]  # [1, q, k]
+        with col:
+            chart(figures.attention_heads(pattern, token_labels(spec, tokens[0]), layer, [head], f"L{layer}H{head} on the {what} prompt"),
+                  f"head_{what}")
+    st.page_link("views/sinks.py", label=f"L{layer}H{head} on the Attention sinks page", icon=":material/blur_circular:",
+                 query_params={**model_params(spec), "text": clean, "layer": layer, "head": head})
 
 
 def toy_circuit(spec: str) -> None:
@@ -121,7 +155,7 @@ def toy_circuit(spec: str) -> None:
 
     m = model(spec)
     task = rebuild_task(m.task) if (m.task or {}).get("name") == "bigram_backcopy" else None
-    seed = st.number_input("Sample seed", 0, 10_000, 0, key="seed")
+    seed = st.number_input("Sample seed", 0, 10_000, 0, key="seed", bind=URL)
     if task is not None:
         T = min(32, m.info.n_ctx)
         tokens = bb.sample(task, 1, T, torch.Generator().manual_seed(int(seed)))
@@ -135,11 +169,8 @@ def toy_circuit(spec: str) -> None:
     labels = [f"{lab}★" if trig is not None and i < trig.shape[1] and trig[0, i] else lab for i, lab in enumerate(token_labels(spec, tokens[0]))]
     names = [f"blocks.{l}.attn.hook_pattern" for l in range(m.info.n_layers)]
     _, acts = run(m, tokens, capture=names)
-    cols = st.columns(min(3, m.info.n_layers))
-    for l, name in enumerate(names):
-        for h in range(m.info.n_heads):
-            cols[(l * m.info.n_heads + h) % len(cols)].plotly_chart(figures.heatmap(
-                acts[name][0, h], f"Layer {l} head {h}", "key", "query", x=labels, y=labels, zmin=0, zmax=1), key=f"toy_{l}_{h}")
+    for l, name in enumerate(names):  # one row per layer, its heads side by side
+        chart(figures.attention_heads(acts[name][0], labels, l, list(range(m.info.n_heads)), f"Layer {l}"), f"toy_{l}")
     if task is not None:
         eval_tokens = bb.sample(task, 64, min(64, m.info.n_ctx), torch.Generator().manual_seed(1))
         probe = bb.probe(m, task, eval_tokens)

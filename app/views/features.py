@@ -1,15 +1,16 @@
 """Features: browse what an SAE's features respond to, search them by token, and see which fire on
 your own text."""
 
-import html
 import json
 from pathlib import Path
+from urllib.parse import urlencode
 
 import streamlit as st
 import torch
 
-from app.common import label, missing, model, page
+from app.common import URL, Link, chart, label, missing, model, page, table
 from app.probes import token_texts
+from app.tokens import context_html, visible
 from interp import InterpError, figures
 from interp.hooks import capture
 from interp.models import REAL_MODELS
@@ -36,23 +37,15 @@ def summary(folder: str) -> dict:
     return {k: v.numpy() for k, v in F.feature_summary(folder, store).items()}
 
 
-def shaded(tokens: list[str], acts, peak: float) -> str:
-    """Tokens as HTML spans shaded by activation (peak = full orange)."""
-    spans = []
-    for t, a in zip(tokens, acts):
-        alpha = 0.0 if peak <= 0 else min(1.0, float(a) / peak)
-        spans.append(f'<span title="{float(a):.3f}" style="background: rgba(255,140,0,{alpha:.2f}); padding: 1px 0">'
-                     f"{html.escape(t).replace(chr(10), '⏎')}</span>")
-    return "".join(spans)
-
-
 def body() -> None:
     st.title("Features")
     dirs = F.sae_dirs(runs_root())
     if not dirs:
         missing("SAE", "interp sae train --store STORE")
         return
-    folder = str(dirs[[label(d) for d in dirs].index(st.selectbox("SAE", [label(d) for d in dirs], key="sae"))])
+    labels = {label(d): d for d in dirs}
+    name = st.selectbox("SAE", list(labels), key="sae", bind=URL)
+    folder = str(labels[name])
     sae, store = sae_and_store(folder)
     s = summary(folder)
     spec = sae.cfg.model_name
@@ -61,45 +54,71 @@ def body() -> None:
     st.caption(f"{c.kind} SAE, d_in {c.d_in}, d_sae {c.d_sae}, k {c.k} — hook `{c.hook_name}` of `{spec}`; "
                f"statistics over {int(s['tokens']):,} stored tokens; {int((s['density'] == 0).sum())} features never fire there.")
 
-    st.plotly_chart(figures.density_histogram(s["density"]), key="density_all")
+    chart(figures.density_histogram(s["density"]), "density_all")
     live = s["density"].nonzero()[0]
     default = int(live[0]) if len(live) else 0
-    f = int(st.number_input("Feature", 0, c.d_sae - 1, default, key="feature"))
-    feature_view(sae, store, s, m, f)
-    token_search(sae, store, m)
-    prompt_view(sae, m)
+    f = int(st.number_input("Feature", 0, c.d_sae - 1, default, key="feature", bind=URL))
+    feature_view(sae, store, s, m, f, name)
+    token_search(sae, store, m, name)
+    prompt_view(sae, m, name)
 
 
-def feature_view(sae, store, s, m, f: int) -> None:
+def feature_link(sae: str, f: int) -> Link:
+    """Feature `f` as a link to its page (relative to this page): opening it restores the SAE and the feature."""
+    return Link(str(int(f)), f"features?{urlencode({'sae': sae, 'feature': int(f)})}")
+
+
+def contexts(sae, store, m, f: int, rows: list[int], peak: float, seen: set) -> int:
+    """Draw the contexts of store rows (duplicates of an already shown window skipped); return how many were drawn."""
+    lines = []
+    for r in rows:
+        ids, acts, at = F.context(sae, store, int(r), f)
+        window = tuple(ids.tolist())
+        if window in seen:
+            continue
+        seen.add(window)
+        toks = token_texts(m, ids) if m is not None else [str(int(i)) for i in ids]
+        lines.append(context_html(toks, acts, at, peak))
+    if lines:
+        st.html("".join(lines))
+    return len(lines)
+
+
+def feature_view(sae, store, s, m, f: int, sae_name: str) -> None:
     st.subheader(f"Feature {f}")
     st.markdown(f"Density **{s['density'][f]:.4%}** · mean activation when firing **{s['mean_active'][f]:.3f}**")
     left, right = st.columns([3, 2])
     with left:
-        st.markdown("**Top-activating contexts**")
-        rows = [r for r in s["top_rows"][f] if r >= 0][:10]
+        rows = [int(r) for r in s["top_rows"][f] if r >= 0]
         if not rows:
             st.info("This feature never fired on the summarised tokens.")
         peak = float(s["top_values"][f].max())
-        for r in rows:
-            ids, acts = F.context(sae, store, int(r), f)
-            toks = token_texts(m, ids) if m is not None else [str(int(i)) for i in ids]
-            st.markdown(shaded(toks, acts, peak), unsafe_allow_html=True)
+        seen: set = set()
+        st.markdown("**Top activations** (the firing token is outlined and centred; ␣ is a space, ⏎ a newline)")
+        contexts(sae, store, m, f, rows[:10], peak, seen)
+        for title, group in F.quantile_examples(s["sample_values"][f], s["sample_rows"][f]):
+            st.markdown(f"**Random firings, {title}**")
+            if not contexts(sae, store, m, f, group, peak, seen):
+                st.caption("(all already shown above)")
     with right:
         edges = F.HIST_EDGES.numpy()
-        st.plotly_chart(figures.bars({"tokens": ([f"{a:.2g}–{b:.2g}" for a, b in zip(edges[:-1], edges[1:])], s["histogram"][f], None)},
-                                     "Activation histogram", "activation", "tokens"), key="hist")
+        chart(figures.bars({"tokens": ([f"{a:.2g}–{b:.2g}" for a, b in zip(edges[:-1], edges[1:])], s["histogram"][f], None)},
+                           "Activation histogram", "activation", "tokens"), "hist")
         near_v, near_i = F.nearest_features(sae, f)
-        st.dataframe({"nearest feature": near_i.numpy(), "decoder cosine": near_v.numpy().round(3)}, hide_index=True)
+        st.markdown("**Nearest features** (decoder cosine)")
+        table([{"feature": feature_link(sae_name, i), "decoder cosine": f"{v:.3f}"} for v, i in zip(near_v.tolist(), near_i.tolist())],
+              "nearest")
     if m is not None:
         (up_v, up_i), (down_v, down_i) = F.logit_effects(sae, m.W_U, f)
         c1, c2 = st.columns(2)
-        c1.dataframe({"promoted token": token_texts(m, up_i), "logit": up_v.numpy().round(3)}, hide_index=True)
-        c2.dataframe({"suppressed token": token_texts(m, down_i), "logit": (-down_v).numpy().round(3)}, hide_index=True)
+        c1.dataframe({"promoted token": [visible(t) for t in token_texts(m, up_i)], "logit": up_v.numpy().round(3)}, hide_index=True)
+        c2.dataframe({"suppressed token": [visible(t) for t in token_texts(m, down_i)], "logit": (-down_v).numpy().round(3)},
+                     hide_index=True)
 
 
-def token_search(sae, store, m) -> None:
+def token_search(sae, store, m, sae_name: str) -> None:
     st.subheader("Search features by token")
-    word = st.text_input("Token (as it appears in text, e.g. ' the' or 'def')", " the", key="search")
+    word = st.text_input("Token (as it appears in text, e.g. ' the' or 'def')", " the", key="search", bind=URL)
     if m is None or not word:
         return
     ids = m.encode(word)
@@ -111,15 +130,16 @@ def token_search(sae, store, m) -> None:
         st.info(f"{word!r} does not occur in the summarised tokens.")
         return
     st.caption(f"Mean activation over {n} occurrences.")
-    st.dataframe({"feature": feats.numpy(), "mean activation": vals.numpy().round(3)}, hide_index=True)
+    table([{"feature": feature_link(sae_name, i), "mean activation": f"{v:.3f}"} for v, i in zip(vals.tolist(), feats.tolist())],
+          "search_results")
 
 
-def prompt_view(sae, m) -> None:
+def prompt_view(sae, m, sae_name: str) -> None:
     st.subheader("Features on your text")
     if m is None:
         st.info(f"The SAE's model {sae.cfg.model_name!r} cannot be loaded here, so prompts cannot be encoded.")
         return
-    text = st.text_area("Text", "def mean(xs):\n    return sum(xs) / len(xs)", key="prompt")
+    text = st.text_area("Text", "def mean(xs):\n    return sum(xs) / len(xs)", key="prompt", bind=URL)
     ids = m.encode(text)
     if not ids:
         return
@@ -127,14 +147,24 @@ def prompt_view(sae, m) -> None:
     acts = capture(m, tokens, [sae.cfg.hook_name], stop_early=True)[sae.cfg.hook_name][0]  # [pos, d_in]
     skip = acts.norm(dim=1) > sae.cfg.max_norm if sae.cfg.max_norm else None
     sae.eval()
-    codes = sae.encode(acts, skip=skip).dense()  # [pos, d_sae]
     start = 1 if m.sink_token_id is not None else 0
+    with torch.no_grad():
+        codes = sae.encode(acts, skip=skip).dense()[start:]  # [pos, d_sae]
+    toks = [f"{i}:{visible(t)}" for i, t in enumerate(token_texts(m, tokens[0])[start:])]
+    top = codes.max(0).values.topk(min(12, codes.shape[1]))
+    feats = [int(j) for v, j in zip(top.values.tolist(), top.indices) if v > 0]
+    if feats:
+        chart(figures.heatmap(codes[:, feats].T.numpy(), "Strongest features on this text", "token", "feature", x=toks,
+                              y=[str(j) for j in feats], colorscale="Oranges", zlabel="activation"), "prompt_features")
     rows = []
-    for i, tok in enumerate(token_texts(m, tokens[0])[start:], start):
-        top = codes[i].topk(5)
+    for i, tok in enumerate(toks):
+        best = codes[i].topk(5)
         rows.append({"token": tok, "active features": int((codes[i] > 0).sum()),
-                     "top features": ", ".join(f"{int(j)} ({v:.2f})" for v, j in zip(top.values.tolist(), top.indices) if v > 0)})
+                     "top features": ", ".join(f"{int(j)} ({v:.2f})" for v, j in zip(best.values.tolist(), best.indices) if v > 0)})
     st.dataframe(rows, hide_index=True)
+    if feats:
+        table([{"feature": feature_link(sae_name, j), "max activation on this text": f"{v:.3f}"}
+               for j, v in zip(feats, top.values.tolist())], "prompt_feature_links")
 
 
 page(body)

@@ -3,29 +3,28 @@ much of the feature set the most frequent tokens cover, and which tokens those a
 
 import streamlit as st
 
-from app.common import claims_table, figure_names, latest_run, missing, page, show_figure
+from app.common import URL, experiment_runs, missing, page, show_claims, show_figure
 
 
 def body() -> None:
     st.title("Function tokens")
     st.caption("From “Memory Retrieval and Consolidation in Large Language Models through Function Tokens” (2025): a few "
                "very frequent tokens (punctuation, articles, prepositions) connect to most SAE features.")
-    run = latest_run("function_tokens")
-    if run is None:
+    runs = {r.dir.name: r for r in experiment_runs("function_tokens") if r.complete}
+    if not runs:
         missing("function_tokens run", "interp run function_tokens --quick")
         return
+    run = runs[st.selectbox("Run", list(runs), key="run", bind=URL)]
     results = run.results()
-    st.markdown(f"Run `{run.dir}`")
-    for name in figure_names(run):
+    st.caption(f"`{run.dir}`")
+    for name in run.figure_names():
         show_figure(run, name)
     for key, title in (("function_tokens", "Function tokens (the most frequent tokens covering 40% of the corpus)"),
                        ("top_tokens", "Most frequent tokens in the graph: frequency and degree")):
         if results.get(key):
             st.subheader(title)
             st.dataframe(results[key], hide_index=True)
-    claims = results.get("claims", [])
-    if claims:
-        st.dataframe(claims_table(claims), hide_index=True)
+    show_claims(results.get("claims", []))
 
 
 page(body)

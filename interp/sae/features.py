@@ -2,7 +2,7 @@
 the tokens a feature writes towards through the unembedding, and its nearest features.
 
     summary = feature_summary(sae_dir, store)      # computed once, then read from sae_dir
-    tokens, acts = context(sae, store, row, feature)
+    tokens, acts, at = context(sae, store, row, feature)
 
 The summary runs the SAE (inference mode) over the first `n_tokens` rows of the store it was
 trained on and is cached beside the SAE as `feature_summary.safetensors`, keyed by the SAE's weights
@@ -29,13 +29,17 @@ SUMMARY_FILE = "feature_summary.safetensors"
 HIST_EDGES = torch.logspace(-2, 3, 26)  # activation histogram bins: 0.01 .. 1000, log-spaced
 
 
-def _key(sae_dir: Path, store: Store, n_tokens: int, top: int) -> str:
+SUMMARY_VERSION = 2  # 2: a uniform sample of firing positions per feature (examples across quantiles)
+
+
+def _key(sae_dir: Path, store: Store, n_tokens: int, top: int, sample: int) -> str:
     weights = (sae_dir / "sae_weights.safetensors").stat()
-    return json.dumps({"weights": [weights.st_size, weights.st_mtime_ns], "store": str(store.dir.resolve()),
-                       "store_tokens": store.n_tokens, "n_tokens": n_tokens, "top": top})
+    return json.dumps({"version": SUMMARY_VERSION, "weights": [weights.st_size, weights.st_mtime_ns],
+                       "store": str(store.dir.resolve()), "store_tokens": store.n_tokens, "n_tokens": n_tokens,
+                       "top": top, "sample": sample})
 
 
-def feature_summary(sae_dir: str | Path, store: Store, n_tokens: int = 65536, top: int = 16,
+def feature_summary(sae_dir: str | Path, store: Store, n_tokens: int = 65536, top: int = 16, sample: int = 48,
                     batch_size: int = 4096) -> dict[str, Tensor]:
     """Per-feature statistics over the store's first `n_tokens` rows (cached in `sae_dir`):
 
@@ -43,11 +47,13 @@ def feature_summary(sae_dir: str | Path, store: Store, n_tokens: int = 65536, to
         density               [d_sae]       share of the tokens the feature fires on
         mean_active           [d_sae]       mean activation where it fires
         histogram             [d_sae, 25]   counts of activations per HIST_EDGES bin
+        sample_values, sample_rows [d_sae, sample]  a uniform random sample (seeded) of the positions
+                                            where the feature fires, for examples across quantiles
         tokens                []            how many rows were read
     """
     sae_dir = Path(sae_dir)
     n = min(n_tokens, store.n_tokens)
-    key = _key(sae_dir, store, n, top)
+    key = _key(sae_dir, store, n, top, sample)
     path = sae_dir / SUMMARY_FILE
     if path.exists():
         cached = load_file(str(path))
@@ -57,7 +63,7 @@ def feature_summary(sae_dir: str | Path, store: Store, n_tokens: int = 65536, to
     if store.d_in != sae.cfg.d_in:
         raise InterpError(f"The store {store.dir} holds vectors of width {store.d_in}, but the SAE in {sae_dir} reads "
                           f"d_in = {sae.cfg.d_in}: pick the store it was trained on.")
-    out = _summarize(sae, store, n, top, batch_size)
+    out = _summarize(sae, store, n, top, sample, batch_size)
     tmp = path.with_suffix(".tmp")
     save_file({**out, "key": torch.tensor(list(key.encode()), dtype=torch.uint8)}, str(tmp))
     tmp.replace(path)
@@ -65,8 +71,11 @@ def feature_summary(sae_dir: str | Path, store: Store, n_tokens: int = 65536, to
 
 
 @torch.no_grad()
-def _summarize(sae: SAE, store: Store, n: int, top: int, batch_size: int) -> dict[str, Tensor]:
+def _summarize(sae: SAE, store: Store, n: int, top: int, sample: int, batch_size: int) -> dict[str, Tensor]:
     d_sae = sae.cfg.d_sae
+    gen = torch.Generator().manual_seed(0)
+    keys = torch.full((d_sae, sample), -1.0)  # reservoir by random priority: the `sample` largest keys win
+    sample_values, sample_rows = torch.zeros(d_sae, sample), torch.full((d_sae, sample), -1, dtype=torch.long)
     top_values = torch.zeros(d_sae, top)
     top_rows = torch.full((d_sae, top), -1, dtype=torch.long)
     fired, total = torch.zeros(d_sae), torch.zeros(d_sae, dtype=torch.float64)
@@ -89,14 +98,42 @@ def _summarize(sae: SAE, store: Store, n: int, top: int, batch_size: int) -> dic
         merged_r = torch.cat([top_rows, torch.where(v.T > 0, i.T + start, -1)], dim=1)
         best = merged_v.topk(top, dim=1)
         top_values, top_rows = best.values, merged_r.gather(1, best.indices)
-    return {"top_values": top_values, "top_rows": top_rows, "density": fired / n,
+        dense_keys = torch.full((x.shape[0], d_sae), -1.0).index_put_((rows, cols), torch.rand(len(vals), generator=gen))
+        kv, ki = dense_keys.topk(min(sample, x.shape[0]), dim=0)  # [s, d_sae]
+        merged_k = torch.cat([keys, kv.T], dim=1)
+        merged_v = torch.cat([sample_values, dense.gather(0, ki).T], dim=1)
+        merged_r = torch.cat([sample_rows, torch.where(kv.T >= 0, ki.T + start, -1)], dim=1)
+        best = merged_k.topk(sample, dim=1)
+        keys, sample_values, sample_rows = best.values, merged_v.gather(1, best.indices), merged_r.gather(1, best.indices)
+    return {"top_values": top_values, "top_rows": top_rows, "sample_values": sample_values, "sample_rows": sample_rows,
+            "density": fired / n,
             "mean_active": (total / fired.clamp(min=1)).float(), "histogram": histogram, "tokens": torch.tensor(n)}
 
 
+def quantile_examples(values: Tensor, rows: Tensor, groups: int = 4, per_group: int = 3) -> list[tuple[str, list[int]]]:
+    """Rows of a feature's sampled firings split into `groups` activation quantiles, strongest first:
+    [("q75–100: 1.2–3.4", rows), ...], up to `per_group` rows each (largest in the group first)."""
+    values, rows = torch.as_tensor(values), torch.as_tensor(rows)
+    keep = rows >= 0
+    v, r = values[keep], rows[keep]
+    if len(v) == 0:
+        return []
+    order = v.argsort(descending=True)
+    v, r = v[order], r[order]
+    out = []
+    for g in range(groups):
+        lo, hi = len(v) * g // groups, len(v) * (g + 1) // groups
+        if hi > lo:
+            q0, q1 = 100 - 100 * (g + 1) // groups, 100 - 100 * g // groups
+            out.append((f"quantile {q0}–{q1}% (activation {v[hi - 1]:.3g}–{v[lo]:.3g})", r[lo:hi][:per_group].tolist()))
+    return out
+
+
 @torch.no_grad()
-def context(sae: SAE, store: Store, row: int, feature: int, before: int = 12, after: int = 4
-            ) -> tuple[Int[Tensor, " pos"], Float[Tensor, " pos"]]:
-    """Token ids around store row `row` (within its sequence) and `feature`'s activation at each."""
+def context(sae: SAE, store: Store, row: int, feature: int, before: int = 8, after: int = 8
+            ) -> tuple[Int[Tensor, " pos"], Float[Tensor, " pos"], int]:
+    """Token ids around store row `row` (within its sequence), `feature`'s activation at each, and
+    the index of `row` among them."""
     ids = store.row_tokens()
     if ids is None:
         raise InterpError(f"The store {store.dir} has no tokens.npy, so contexts cannot be shown: rebuild it with `interp cache`.")
@@ -107,7 +144,7 @@ def context(sae: SAE, store: Store, row: int, feature: int, before: int = 12, af
     skip = x.norm(dim=1) > sae.cfg.max_norm if sae.cfg.max_norm else None
     sae.eval()
     acts = sae.encode(x, skip=skip).dense()[:, feature]
-    return torch.from_numpy(ids[lo:hi].astype("int64")), acts
+    return torch.from_numpy(ids[lo:hi].astype("int64")), acts, row - lo
 
 
 def logit_effects(sae: SAE, W_U: Float[Tensor, "d_model d_vocab"], feature: int, k: int = 10
