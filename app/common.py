@@ -208,10 +208,12 @@ def open_cell(chart_key: str, row_key: str, col_key: str) -> Callable[[], None]:
 
 def figure_data(fig) -> tuple[str, str, str]:
     """A figure's numbers as (text, extension, mime): a single heatmap as CSV (x labels across, y labels
-    down), anything else as JSON with each trace's name, x, y and z."""
-    traces = [t for t in fig.data]
-    if len(traces) == 1 and traces[0].type == "heatmap":
-        t = traces[0]
+    down; a clickable one's invisible markers left out), anything else as JSON with each trace's name,
+    x, y and z."""
+    traces = list(fig.data)
+    heatmaps = [t for t in traces if t.type == "heatmap"]
+    if len(heatmaps) == 1 and all(t.type == "heatmap" or t.customdata is not None for t in traces):
+        t = heatmaps[0]
         z = [list(r) for r in t.z]
         xs = list(t.x) if t.x is not None else list(range(len(z[0]) if z else 0))
         ys = list(t.y) if t.y is not None else list(range(len(z)))

@@ -191,6 +191,18 @@ def test_every_signed_heatmap_is_centred_on_zero():
     assert fixed.zmid == 0 and fixed.zauto
 
 
+def test_figure_data_downloads_a_heatmap_as_csv_and_lines_as_json():
+    from app.common import figure_data
+    from interp import figures
+
+    grid = figures.clickable(figures.heatmap([[0.1, -0.2], [0.3, 0.4]], "t", "head", "layer", x=["h0", "h1"], y=["L0", "L1"]))
+    text, ext, _ = figure_data(grid)
+    assert ext == "csv" and text.splitlines() == ["layer,h0,h1", "L0,0.1,-0.2", "L1,0.3,0.4"]
+    text, ext, _ = figure_data(figures.lines({"a": [1, 2], "b": [3, 4]}, "t", "step", "loss"))
+    traces = json.loads(text)["traces"]
+    assert ext == "json" and [t["name"] for t in traces] == ["a", "b"] and traces[1]["y"] == [3, 4]
+
+
 # ------------------------------------------------------------------------------- circuits page
 
 
