@@ -281,6 +281,9 @@ def train_masks(
         p.requires_grad_(False)
     history, temperature = [], 1.0
     bar = tqdm(range(cfg.max_steps), desc=f"mask λ={cfg.lam:g}", disable=quiet)
+    # As T grows, sigmoid(T·m) of dropped entries underflows into denormal floats, which the CPU handles
+    # 3-4x slower (toy check: 0.21 -> 0.06 s per step, the same masks); flushed to 0 here only.
+    flushing = torch.set_flush_denormal(True)
     try:
         for step in bar:
             tokens = next(batches)
@@ -311,6 +314,8 @@ def train_masks(
     finally:
         for p, g in zip(params.values(), frozen):
             p.requires_grad_(g)
+        if flushing:
+            torch.set_flush_denormal(False)
     return Subnetwork({n: (m.detach() > 0) for n, m in logits_m.items()}, list(zeroed)), history
 
 

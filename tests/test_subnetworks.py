@@ -114,6 +114,7 @@ def test_train_masks_keeps_fewer_weights_under_a_larger_lambda():
         kept[lam] = sub.share()
     assert kept[100.0] < kept[0.01]
     assert [p.requires_grad for p in model.module.parameters()] == grads  # weights frozen only while training
+    assert torch.tensor(1e-40).item() != 0  # denormals are flushed only while masks train
     with pytest.raises(InterpError, match="unknown parameters"):
         sn.train_masks(model, ["blocks.0.nope"], [], batches(), loss, sn.MaskConfig())
 
