@@ -23,11 +23,8 @@ def heatmap(z, title: str, xlabel: str, ylabel: str, x: Sequence | None = None, 
     z = _list(z)
     if signed is None:
         signed = _both_signs(z)
-    trace = dict(z=z, x=x, y=y, zmin=zmin, zmax=zmax, colorscale=colorscale, colorbar=dict(title=zlabel))
-    if signed:
-        bound = max(abs(v) for v in (zmin, zmax) if v is not None) if zmin is not None or zmax is not None else None
-        trace.update(colorscale="RdBu", zmid=0.0, zmin=-bound if bound else None, zmax=bound)
-    fig = go.Figure(go.Heatmap(**trace))
+    trace = go.Heatmap(z=z, x=x, y=y, zmin=zmin, zmax=zmax, colorscale=colorscale, colorbar=dict(title=zlabel))
+    fig = go.Figure(_centre(trace) if signed else trace)
     fig.update_layout(title=title, xaxis_title=xlabel, yaxis_title=ylabel, **_LAYOUT)
     return fig
 
@@ -41,12 +38,17 @@ def centre_signed(fig: go.Figure) -> go.Figure:
     """Centre every heatmap of `fig` that holds values of both signs on 0 (for figures stored before
     `heatmap` did so itself): a diverging scale with white at 0 and a range symmetric about it."""
     for t in fig.data:
-        if t.type != "heatmap" or t.z is None:
-            continue
-        if _both_signs(t.z):
-            bound = max(abs(v) for v in (t.zmin, t.zmax) if v is not None) if t.zmin is not None or t.zmax is not None else None
-            t.update(colorscale="RdBu", zmid=0.0, zmin=-bound if bound else None, zmax=bound, zauto=bound is None)
+        if t.type == "heatmap" and t.z is not None and _both_signs(t.z):
+            _centre(t)
     return fig
+
+
+def _centre(t: go.Heatmap) -> go.Heatmap:
+    """A diverging scale whose white is exactly 0; a set range is made symmetric about it, none is left to the data."""
+    set_range = [abs(v) for v in (t.zmin, t.zmax) if v is not None]
+    bound = max(set_range) if set_range else None
+    t.update(colorscale="RdBu", zmid=0.0, zmin=-bound if bound else None, zmax=bound, zauto=bound is None)
+    return t
 
 
 def clickable(fig: go.Figure) -> go.Figure:
