@@ -74,10 +74,8 @@ def feature_summary(sae_dir: str | Path, store: Store, n_tokens: int = 65536, to
 def _summarize(sae: SAE, store: Store, n: int, top: int, sample: int, batch_size: int) -> dict[str, Tensor]:
     d_sae = sae.cfg.d_sae
     gen = torch.Generator().manual_seed(0)
-    keys = torch.full((d_sae, sample), -1.0)  # reservoir by random priority: the `sample` largest keys win
-    sample_values, sample_rows = torch.zeros(d_sae, sample), torch.full((d_sae, sample), -1, dtype=torch.long)
-    top_values = torch.zeros(d_sae, top)
-    top_rows = torch.full((d_sae, top), -1, dtype=torch.long)
+    empty = lambda k: (torch.full((d_sae, k), -1.0), torch.zeros(d_sae, k), torch.full((d_sae, k), -1, dtype=torch.long))  # noqa: E731
+    best, sampled = empty(top), empty(sample)  # (score, activation, row) per feature
     fired, total = torch.zeros(d_sae), torch.zeros(d_sae, dtype=torch.float64)
     histogram = torch.zeros(d_sae, len(HIST_EDGES) - 1)
     sae.eval()
@@ -92,27 +90,30 @@ def _summarize(sae: SAE, store: Store, n: int, top: int, sample: int, batch_size
         bins = (torch.bucketize(vals, HIST_EDGES) - 1).clamp(0, histogram.shape[1] - 1)
         histogram.view(-1).index_add_(0, cols * histogram.shape[1] + bins, torch.ones_like(vals))
         dense = torch.zeros(x.shape[0], d_sae).index_put_((rows, cols), vals)  # [b, d_sae]
-        k = min(top, x.shape[0])
-        v, i = dense.topk(k, dim=0)  # [k, d_sae]
-        merged_v = torch.cat([top_values, v.T], dim=1)
-        merged_r = torch.cat([top_rows, torch.where(v.T > 0, i.T + start, -1)], dim=1)
-        best = merged_v.topk(top, dim=1)
-        top_values, top_rows = best.values, merged_r.gather(1, best.indices)
-        dense_keys = torch.full((x.shape[0], d_sae), -1.0).index_put_((rows, cols), torch.rand(len(vals), generator=gen))
-        kv, ki = dense_keys.topk(min(sample, x.shape[0]), dim=0)  # [s, d_sae]
-        merged_k = torch.cat([keys, kv.T], dim=1)
-        merged_v = torch.cat([sample_values, dense.gather(0, ki).T], dim=1)
-        merged_r = torch.cat([sample_rows, torch.where(kv.T >= 0, ki.T + start, -1)], dim=1)
-        best = merged_k.topk(sample, dim=1)
-        keys, sample_values, sample_rows = best.values, merged_v.gather(1, best.indices), merged_r.gather(1, best.indices)
+        scored = lambda score: torch.full_like(dense, -1.0).index_put_((rows, cols), score)  # noqa: E731  -1 where silent
+        best = _keep_best(best, scored(vals), dense, start)  # the largest activations
+        sampled = _keep_best(sampled, scored(torch.rand(len(vals), generator=gen)), dense, start)  # a uniform sample
+    (_, top_values, top_rows), (_, sample_values, sample_rows) = best, sampled
     return {"top_values": top_values, "top_rows": top_rows, "sample_values": sample_values, "sample_rows": sample_rows,
             "density": fired / n,
             "mean_active": (total / fired.clamp(min=1)).float(), "histogram": histogram, "tokens": torch.tensor(n)}
 
 
+def _keep_best(kept: tuple[Tensor, Tensor, Tensor], score: Float[Tensor, "b d_sae"], dense: Float[Tensor, "b d_sae"],
+               start: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per feature, the k highest-scoring (score, activation, store row) so far, kept ([d_sae, k] each)
+    merged with this batch's, whose rows begin at store row `start`. A score below 0 is never kept."""
+    k = kept[0].shape[1]
+    s, i = score.topk(min(k, score.shape[0]), dim=0)  # [k', d_sae]
+    merged = (torch.cat([kept[0], s.T], 1), torch.cat([kept[1], dense.gather(0, i).T], 1),
+              torch.cat([kept[2], torch.where(s.T >= 0, i.T + start, -1)], 1))
+    order = merged[0].topk(k, dim=1).indices
+    return tuple(m.gather(1, order) for m in merged)
+
+
 def quantile_examples(values: Tensor, rows: Tensor, groups: int = 4, per_group: int = 3) -> list[tuple[str, list[int]]]:
     """Rows of a feature's sampled firings split into `groups` activation quantiles, strongest first:
-    [("q75–100: 1.2–3.4", rows), ...], up to `per_group` rows each (largest in the group first)."""
+    [("quantile 75–100% (activation 1.2–3.4)", rows), ...], up to `per_group` rows each (largest in the group first)."""
     values, rows = torch.as_tensor(values), torch.as_tensor(rows)
     keep = rows >= 0
     v, r = values[keep], rows[keep]
