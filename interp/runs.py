@@ -195,8 +195,13 @@ def create_run(experiment: str, config: dict, path: str | Path | None = None, qu
                 break
             except FileExistsError:
                 continue
-    write_json(path / "config.json", {"experiment": experiment, **({} if quick is None else {"quick": quick}), **config})
+    write_json(path / "config.json", _config_record(experiment, config, quick))
     return Run(path)
+
+
+def _config_record(experiment: str, config: dict, quick: bool | None) -> dict:
+    """What config.json holds: the experiment's name, the quick flag when known, the config."""
+    return {"experiment": experiment, **({} if quick is None else {"quick": quick}), **config}
 
 
 def open_run(path: str | Path, experiment: str | None = None) -> Run:
@@ -226,7 +231,7 @@ def list_runs(root: Path | None = None) -> list[Run]:
 
 def find_complete_run(experiment: str, config: dict, root: Path | None = None, quick: bool | None = None) -> Run | None:
     """The newest complete run of `experiment` whose config (and quick flag) equals `config`."""
-    want = json.loads(json.dumps({"experiment": experiment, **({} if quick is None else {"quick": quick}), **config}, default=str))
+    want = json.loads(json.dumps(_config_record(experiment, config, quick), default=str))
     for run in reversed(list_runs(root)):
         if run.experiment == experiment and run.complete and run.config == want:
             return run
