@@ -97,9 +97,17 @@ def missing(what: str, command: str) -> None:
 # -------------------------------------------------------------------------------------------- runs
 
 
+def runs_by_experiment() -> dict[str, list[Run]]:
+    """Every run under the runs root, complete or partial, by experiment, newest first (one scan)."""
+    out: dict[str, list[Run]] = {}
+    for r in reversed(list_runs()):
+        out.setdefault(r.experiment, []).append(r)
+    return out
+
+
 def experiment_runs(experiment: str) -> list[Run]:
     """Every run of `experiment`, complete or partial, newest first."""
-    return [r for r in reversed(list_runs()) if r.experiment == experiment]
+    return runs_by_experiment().get(experiment, [])
 
 
 def run_results(run: Run) -> dict:

@@ -9,7 +9,7 @@ import streamlit as st
 import torch
 
 from app.common import URL, Link, chart, label, missing, model, page, table
-from app.probes import token_texts
+from app.probes import token_labels, token_texts
 from app.tokens import context_html, visible
 from interp import InterpError, figures
 from interp.hooks import capture
@@ -150,7 +150,7 @@ def prompt_view(sae, m, sae_name: str) -> None:
     start = 1 if m.sink_token_id is not None else 0
     with torch.no_grad():
         codes = sae.encode(acts, skip=skip).dense()[start:]  # [pos, d_sae]
-    toks = [f"{i}:{visible(t)}" for i, t in enumerate(token_texts(m, tokens[0])[start:])]
+    toks = token_labels(sae.cfg.model_name, tokens[0][start:])
     top = codes.max(0).values.topk(min(12, codes.shape[1]))
     feats = [int(j) for v, j in zip(top.values.tolist(), top.indices) if v > 0]
     if feats:

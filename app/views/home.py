@@ -3,8 +3,8 @@ model — with its facts, its verdicts, and other runs' verdicts beside it."""
 
 import streamlit as st
 
-from app.common import (URL, compare_claims, experiment_runs, label, missing, page, quick_command,
-                        run_facts, run_results, run_streaming, show_claims, show_figure, table)
+from app.common import (URL, compare_claims, label, missing, page, quick_command,
+                        run_facts, run_results, run_streaming, runs_by_experiment, show_claims, show_figure, table)
 from interp.registry import registry
 from interp.runs import resume_command
 
@@ -13,9 +13,10 @@ def body() -> None:
     st.title("Experiments")
     st.caption("Each experiment reproduces a paper's claims; `interp run NAME` runs it, `--quick` on a small budget.")
     mods = registry()
+    by_experiment = runs_by_experiment()
     rows = []
     for name, mod in mods.items():
-        runs = experiment_runs(name)
+        runs = by_experiment.get(name, [])
         done = [r for r in runs if r.complete]
         facts = run_facts(done[0]) if done else None
         rows.append({"experiment": name, "paper": mod.PAPER, "runs": len(runs),
@@ -32,7 +33,7 @@ def body() -> None:
     st.markdown(f"**Paper:** {mod.PAPER}")
     with st.expander("Claims it checks"):
         st.markdown("\n".join(f"{i}. {c}" for i, c in enumerate(mod.CLAIMS, 1)))
-    runs = experiment_runs(name)
+    runs = by_experiment.get(name, [])
     if not runs:
         missing(f"run of {name}", f"interp run {name} --quick")
     else:
