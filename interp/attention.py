@@ -15,6 +15,10 @@ Positions are 0-indexed here: position 0 is the first token (the paper's k = 1).
 - `classify_heads`: dormant = mostly sinks (α_0 > sink_threshold) and ablating it barely moves the
   loss (|Δloss| < loss_threshold); every other head is active. `head_activity` measures both on a
   model and a set of inputs and classifies.
+
+Every metric computes in float32 (float64 stays float64): activations captured from a bfloat16 or
+float16 model (`load_model(..., dtype="bfloat16")`) are cast up first, so only the forward pass ran in
+the low precision, never the statistics.
 """
 
 from __future__ import annotations
@@ -24,8 +28,14 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 
+def wide(x: Tensor) -> Tensor:
+    """`x` in float32 when it is a half-precision float (bfloat16, float16), else unchanged."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+
 def alpha(pattern: Float[Tensor, "... q k"]) -> Float[Tensor, "... k"]:
     """Mean attention each key receives from the queries at or after it (causal part only)."""
+    pattern = wide(pattern)
     T = pattern.shape[-1]
     causal = torch.ones(T, T, dtype=torch.bool, device=pattern.device).tril()
     received = (pattern * causal).sum(-2)  # [..., k]
@@ -40,7 +50,7 @@ def sink_rate(alpha_per_sample: Float[Tensor, "batch layer head k"], epsilon: fl
 
 def value_norms(v: Float[Tensor, "batch pos kv_head d_head"]) -> Float[Tensor, "batch kv_head pos"]:
     """‖v‖ per KV head and position."""
-    return v.norm(dim=-1).transpose(1, 2)
+    return wide(v).norm(dim=-1).transpose(1, 2)
 
 
 def output_value_norms(
@@ -49,6 +59,8 @@ def output_value_norms(
     """‖W_O^h v_{kv(h)}‖ per query head h and position: what a value would write to the residual
     stream if the head attended to it alone. With grouped-query attention, query head h reads KV
     head h // (n_heads / n_kv_heads), as in HF's `repeat_kv`."""
+    v = wide(v)
+    W_O = wide(W_O).to(v.dtype)
     n_heads, n_kv = W_O.shape[0], v.shape[2]
     v = v.repeat_interleave(n_heads // n_kv, dim=2)  # [batch, pos, head, d_head]
     written = torch.einsum("bphd,hdm->bhpm", v, W_O)
@@ -57,11 +69,12 @@ def output_value_norms(
 
 def residual_norms(resid: Float[Tensor, "... pos d_model"]) -> Float[Tensor, "... pos"]:
     """‖resid‖ per position."""
-    return resid.norm(dim=-1)
+    return wide(resid).norm(dim=-1)
 
 
 def position0_ratio(norms: Float[Tensor, "... pos"], rest: str = "mean") -> Float[Tensor, "..."]:
     """Position 0's value against the other positions' mean, median or max."""
+    norms = wide(norms)
     others = norms[..., 1:]
     ref = {"mean": others.mean(-1), "median": others.median(-1).values, "max": others.max(-1).values}[rest]
     return norms[..., 0] / ref
@@ -71,6 +84,7 @@ def sink_delta_logit(scores: Float[Tensor, "... q k"], sink: int = 0, per_query:
     """Δlogit of the sink key (Guo et al. 2024): for query q, score[q, sink] minus the mean of
     score[q, j] over the keys strictly between the sink and the query (sink < j < q). Queries with no
     such key (q ≤ sink + 1) are NaN with `per_query`, and left out of the mean otherwise."""
+    scores = wide(scores)
     T = scores.shape[-1]
     others = torch.ones(T, T, dtype=torch.bool, device=scores.device).tril(-1)  # j < q
     others[:, : sink + 1] = False
@@ -137,7 +151,7 @@ def attention_entropies(pattern: Float[Tensor, "... q k"]) -> dict[str, Float[Te
     T = pattern.shape[-1]
     if T < 2:
         raise InterpError(f"Attention entropies need at least 2 positions, got a pattern over {T}.")
-    p = pattern * torch.ones(T, T, dtype=torch.bool, device=pattern.device).tril()  # [..., q, k]
+    p = wide(pattern) * torch.ones(T, T, dtype=torch.bool, device=pattern.device).tril()  # [..., q, k]
     log_n = torch.arange(1, T + 1, device=p.device, dtype=p.dtype).log()  # log(number of keys seen by q)
     row = (-_xlogx(p).sum(-1)[..., 1:] / log_n[1:]).mean(-1)
     received = p.sum(-2)  # [..., k]

