@@ -229,7 +229,7 @@ def _stored_config(cls, run):
     """The config an interrupted run was started with, checked like a new one."""
     from interp.config import build
 
-    stored = {k: v for k, v in run.config.items() if k not in ("experiment", "quick")}
+    stored = {k: v for k, v in run.config.items() if k not in ("experiment", "quick", "compute_dtype", "compute_dtype_reason")}
     try:
         return build(cls, None, base=stored)
     except InterpError as e:
@@ -322,7 +322,11 @@ def cmd_sae_train(args) -> int:
             raise InterpError("`interp sae train` needs --store DIR: an activation store written by `interp cache`.")
         if cfg.batch_size % world:
             raise InterpError(f"batch_size {cfg.batch_size} must divide evenly over the {world} torchrun processes.")
-        config = {"experiment": "sae", **to_dict(cfg)}
+        from interp.precision import resolve_dtype
+
+        dtype, why = resolve_dtype(cfg.dtype, cfg.device)  # what "auto" means on this machine, kept with the run
+        precision = {"compute_dtype": str(dtype).removeprefix("torch."), "compute_dtype_reason": why}
+        config = {"experiment": "sae", **to_dict(cfg), **precision}
         out = Path(args.out) if args.out else None
         if out is None and world > 1:
             raise InterpError("Under torchrun every process must write to the same run: pass --out DIR.")
@@ -331,7 +335,7 @@ def cmd_sae_train(args) -> int:
             if run.config != config:
                 raise InterpError(f"{out} holds a run with another config; pick a new --out folder (nothing was changed).")
         elif lead:
-            run = create_run("sae", to_dict(cfg), out)
+            run = create_run("sae", {**to_dict(cfg), **precision}, out)
         else:
             run = Run(out)  # rank 0 makes the folder
     t0 = time.perf_counter()

@@ -475,8 +475,10 @@ class Store:
         world_size: int = 1,
         drop_last: bool = False,
         rows: tuple[int, int] | None = None,
+        dtype: torch.dtype | None = torch.float32,
     ) -> Iterator[Float[Tensor, "batch d_in"]]:
-        """Shuffled float32 batches; `epochs=None` loops for ever (each epoch reshuffled).
+        """Shuffled batches in `dtype` (None: the store's own float16/bfloat16, no copy in float32);
+        `epochs=None` loops for ever (each epoch reshuffled).
 
         Each epoch visits the shards in a seeded random order, streams their rows into a mixing buffer
         of `buffer_tokens` rows and, whenever it is full, sends out a random half of it as batches;
@@ -499,15 +501,16 @@ class Store:
             raise InterpError(f"rows {rows} is not a non-empty range within the store's {self.n_tokens} rows.")
         spans = [(i, int(max(start, a) - a), int(min(stop, b) - a))  # (shard, first row, end row) within each shard
                  for i, (a, b) in enumerate(zip(self._starts[:-1], self._starts[1:])) if max(start, a) < min(stop, b)]
-        return self._batches(batch_size, min(buffer_tokens, stop - start), seed, epochs, rank, world_size, drop_last, spans)
+        return self._batches(batch_size, min(buffer_tokens, stop - start), seed, epochs, rank, world_size, drop_last, spans,
+                             dtype or self.dtype)
 
-    def _batches(self, batch_size, capacity, seed, epochs, rank, world_size, drop_last, spans):
+    def _batches(self, batch_size, capacity, seed, epochs, rank, world_size, drop_last, spans, dtype):
         buf = torch.empty(capacity, self.d_in, dtype=self.dtype)  # the mixing buffer
         epoch = 0
         while epochs is None or epoch < epochs:
             for idx in self._epoch(np.random.default_rng([seed, epoch]), buf, batch_size, drop_last, spans):
                 lo, hi = rank * len(idx) // world_size, (rank + 1) * len(idx) // world_size
-                yield buf.index_select(0, idx[lo:hi]).float()  # [batch / world_size, d_in]
+                yield buf.index_select(0, idx[lo:hi]).to(dtype)  # [batch / world_size, d_in]
             epoch += 1
 
     def _epoch(self, rng: np.random.Generator, buf: Tensor, batch_size: int, drop_last: bool, spans: list) -> Iterator[Tensor]:

@@ -9,7 +9,7 @@ from interp import InterpError
 from interp.sae import SAE, SAEConfig
 from interp.sae.io import load_sae, save_sae
 from interp.sae.losses import aux_reconstruction_loss
-from interp.sae.models import fc_capacity, select_feature_choice, select_mutual_choice, select_topk, zipf_targets
+from interp.sae.rules import fc_capacity, select_feature_choice, select_mutual_choice, select_topk, zipf_targets
 
 # Hand-built pre-activations: 3 tokens x 4 features, all entries distinct.
 PRE = torch.tensor([[0.9, 0.1, 0.5, -0.2],

@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from interp.sae.models import SAE, Codes, select_topk
+from interp.sae.models import SAE, Codes
+from interp.sae.rules import select_topk
 
 
 def l1_penalty(sae: SAE, codes: Codes) -> Tensor:
@@ -30,21 +31,28 @@ def l1_penalty(sae: SAE, codes: Codes) -> Tensor:
 
 
 def aux_reconstruction_loss(sae: SAE, x: Tensor, x_hat: Tensor, pre: Tensor, pool: Tensor, k_aux: int,
-                            reduce_sum=None) -> Tensor:
+                            reduce_sum=None, keep: Tensor | None = None, n_pool: int | None = None) -> Tensor:
     """The k_aux largest pre-activations among features in `pool` (bool [d_sae]) reconstruct the error
-    x - x̂ (detached); MSE over the error's variance. Zero when the pool is empty."""
-    n_pool = int(pool.sum().item())
+    x - x̂ (detached); MSE over the error's variance, both over the rows in `keep` (bool [batch]; all
+    when None; the other rows' pre-activations must be -inf, as `SAE.encode` leaves skipped rows).
+    Zero when the pool is empty. `n_pool`, the pool's size when the caller knows it, saves a device
+    sync; a pool that has shrunk below k_aux since is fine (the extra picks are -inf and weigh 0)."""
+    n_pool = int(pool.sum().item()) if n_pool is None else n_pool
     if n_pool == 0 or k_aux <= 0:
-        return x.new_zeros(())
+        return x.new_zeros((), dtype=torch.float32)
     with torch.no_grad():
         rows, cols = select_topk(pre.masked_fill(~pool, float("-inf")), min(k_aux, n_pool))
-    err = (x - x_hat).detach()
+    err = (x - x_hat).detach()  # [batch, d_in], float32
+    n_rows = x.new_tensor(float(x.shape[0]), dtype=torch.float32)
+    if keep is not None:
+        err = err * keep[:, None]
+        n_rows = keep.sum().float()
     err_hat = sae.decode(sae.codes_at(x, pre, rows, cols), bias=False)
     num = (err - err_hat).pow(2).sum()
     # The error's variance over the global batch (all ranks under data parallelism); a constant here.
-    sums = torch.cat([err.pow(2).sum()[None], err.new_tensor([float(x.shape[0])]), err.sum(0)])
+    sums = torch.cat([err.pow(2).sum()[None], n_rows[None], err.sum(0)])
     if reduce_sum is not None:
         sums = reduce_sum(sums)
     sq, n, s = sums[0], sums[1], sums[2:]
     var = sq / n - s.pow(2).sum() / n**2
-    return num / x.shape[0] / var.clamp_min(1e-12)
+    return num / n_rows.clamp_min(1.0) / var.clamp_min(1e-12)

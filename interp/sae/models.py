@@ -23,8 +23,13 @@ with in a batch, as BatchTopK learns its global threshold. In eval mode they enc
 z = pre · [pre > θ], which is also how they are saved for SAELens.
 
 Speed: only the dense encoder matmul is dense. The selection's values are re-read with a custom
-autograd function whose backward is a sparse × dense product, and the decoder is a sparse (CSR) ×
-dense product, so a training step costs about one encoder matmul plus O(k·batch·d_in) work.
+autograd function whose backward is a sparse × dense product, and the decoder is an embedding bag
+per token, so a training step costs about one encoder matmul plus O(k·batch·d_in) work. The rules
+themselves live in `interp.sae.rules`.
+
+Precision: `compute_dtype` (float32 or bfloat16, set by the trainer) is the dtype of the encoder
+matmul and the decoder's forward; the weights, their gradients, the selected values and the losses
+are float32, so bfloat16 training keeps float32 master weights (the Adam state follows them).
 """
 
 from __future__ import annotations
@@ -35,9 +40,11 @@ import warnings
 
 import torch
 from jaxtyping import Float, Int
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from interp import InterpError
+from interp.sae.rules import FCPlan, select_feature_choice, select_mutual_choice, select_topk
 
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
@@ -80,7 +87,7 @@ class SAEConfig:
 
 @dataclass
 class Codes:
-    """Sparse codes of a batch: CSR rows are tokens, sorted by token, then feature."""
+    """Sparse codes of a batch: entries sorted by token (CSR rows are tokens)."""
 
     rows: Int[Tensor, " nnz"]
     cols: Int[Tensor, " nnz"]
@@ -88,7 +95,9 @@ class Codes:
     n_tokens: int
     d_sae: int
     pre: Tensor | None = None
-    """The dense pre-activations [batch, d_sae] (no gradient), kept for the auxiliary losses."""
+    """The dense pre-activations [batch, d_sae] (no gradient, compute dtype), kept for the auxiliary losses."""
+    pattern: "Pattern | None" = None
+    """Row and feature pointers of (rows, cols), built once and shared by the sparse products."""
 
     def dense(self) -> Float[Tensor, "batch d_sae"]:
         z = torch.zeros(self.n_tokens, self.d_sae, dtype=self.values.dtype, device=self.values.device)
@@ -99,171 +108,82 @@ class Codes:
         return torch.bincount(self.rows[self.values > 0], minlength=self.n_tokens).float()
 
 
-# ------------------------------------------------------------------ allocation rules (no gradients)
-# Each returns the (token, feature) pairs a rule selects from a [batch, d_sae] matrix of
-# pre-activations. `gather(t)` concatenates a tensor over data-parallel ranks (identity on one process),
-# so batch rules select over the global batch.
-
-
-def select_topk(pre: Float[Tensor, "batch d_sae"], k: int) -> tuple[Tensor, Tensor]:
-    idx = pre.topk(k, dim=1, sorted=False).indices  # [batch, k]
-    rows = torch.arange(pre.shape[0], device=pre.device).repeat_interleave(k)
-    return rows, idx.flatten()
-
-
-def _flat_top_values(pre: Tensor, n: int) -> Tensor:
-    """The n largest entries of `pre` (unordered). Filters by a sampled quantile first, which avoids a
-    full top-n over every entry; falls back to the exact full top-n when the filter keeps too few."""
-    flat = pre.flatten()
-    n = min(n, flat.numel())
-    if flat.numel() > 8 * n and flat.numel() > 65536:
-        g = torch.Generator(device="cpu").manual_seed(flat.numel())
-        sample = flat[torch.randint(flat.numel(), (65536,), generator=g).to(flat.device)]
-        q = max(0.0, 1.0 - 1.5 * n / flat.numel())
-        candidates = flat[flat >= sample.quantile(q)]
-        if candidates.numel() >= n:
-            return candidates.topk(n, sorted=False).values
-    return flat.topk(n, sorted=False).values
-
-
-def select_mutual_choice(pre: Float[Tensor, "batch d_sae"], k: int, gather=None) -> tuple[Tensor, Tensor]:
-    """Global top-(k·batch) over tokens × features; batch = the global batch under data parallelism."""
-    world = 1 if gather is None else gather(torch.ones(1, device=pre.device)).numel()
-    n = k * pre.shape[0] * world
-    tops = _flat_top_values(pre, n)
-    if gather is not None:
-        tops = gather(tops)
-    tau = tops.topk(min(n, tops.numel()), sorted=False).values.min()
-    rows, cols = (pre >= tau).nonzero(as_tuple=True)
-    return rows, cols
-
-
-def zipf_targets(density: Float[Tensor, " d_sae"], k: float, exponent: float = 1.0) -> Float[Tensor, " d_sae"]:
-    """Target firing density per feature: ∝ rank^-exponent by current density (ties by index), capped
-    at 1 with the excess re-spread over the others (water-filling), so Σ = k whenever k ≤ d_sae."""
-    d_sae = density.numel()
-    ranks = torch.empty(d_sae, device=density.device)
-    ranks[torch.argsort(density, descending=True, stable=True)] = torch.arange(1, d_sae + 1, device=density.device, dtype=ranks.dtype)
-    t = ranks.pow(-exponent)
-    capped = torch.zeros(d_sae, dtype=torch.bool, device=density.device)
-    while True:  # the capped set grows from the top ranks; a few rounds at most
-        scale = (k - capped.sum()) / t[~capped].sum()
-        over = ~capped & (t * scale > 1)
-        if not over.any():
-            return torch.where(capped, torch.ones_like(t), t * scale)
-        capped |= over
-
-
-def fc_capacity(d_sae: int, k: int, batch: int, density: Tensor | None = None) -> Int[Tensor, " d_sae"]:
-    """Tokens each feature may take, Σ = k·batch: as equal as integers allow, or (given the running
-    firing `density` per feature) Zipf by density rank, rounded by largest remainders, at most `batch`."""
-    total = k * batch
-    if density is None:
-        m = torch.full((d_sae,), total // d_sae, dtype=torch.long)
-        m[: total % d_sae] += 1
-        return m
-    want = zipf_targets(density.float().cpu(), k).double() * batch
-    m = want.floor().long()
-    extra = total - int(m.sum())
-    if extra > 0:
-        m[(want - m).topk(extra).indices] += 1
-    return m
-
-
-def select_feature_choice(pre: Float[Tensor, "batch d_sae"], k: int, gather=None, density: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Feature f takes its m_f largest tokens of the (global) batch (`fc_capacity`). Features are
-    grouped by capacity (cut at its 90th and 99th percentiles) and each group gets its own top-m, so
-    Zipf capacities, where a handful of features may take the whole batch, stay cheap."""
-    world = 1 if gather is None else gather(torch.ones(1, device=pre.device)).numel()
-    d_sae = pre.shape[1]
-    m = fc_capacity(d_sae, k, pre.shape[0] * world, density).to(pre.device)
-    pre_t = pre.T.contiguous()  # [d_sae, batch]
-    edges = m.float().quantile(torch.tensor([0.9, 0.99], device=m.device)).ceil().long().unique().tolist()
-    groups = torch.bucketize(m, torch.tensor(edges, device=m.device))  # identical on every rank (so is m)
-    if (groups == 0).all():  # uniform capacities: one group, no copy
-        kth = _mth_largest(pre_t, m, gather, world)
-    else:
-        kth = torch.empty(d_sae, dtype=pre.dtype, device=pre.device)
-        for g in range(len(edges) + 1):
-            idx = (groups == g).nonzero().squeeze(1)
-            kth[idx] = _mth_largest(pre_t[idx], m[idx], gather, world)
-    rows, cols = (pre >= kth).nonzero(as_tuple=True)
-    return rows, cols
-
-
-def _mth_largest(pre_t: Float[Tensor, "n batch"], m: Int[Tensor, " n"], gather, world: int) -> Float[Tensor, " n"]:
-    """Each row's m-th largest value over the global batch; +inf where m = 0 (the row takes nothing)."""
-    m_max = int(min(m.max().item(), pre_t.shape[1])) if m.numel() else 0
-    if m_max == 0:
-        return torch.full((m.numel(),), float("inf"), dtype=pre_t.dtype, device=pre_t.device)
-    top = pre_t.topk(m_max, dim=1).values  # [n, m_max], sorted descending
-    if gather is not None:  # every rank's local top-m, then each row's m-th largest overall
-        top = gather(top.T.contiguous()).reshape(world * m_max, -1).T.sort(dim=1, descending=True).values
-    kth = top.gather(1, (m.clamp(min=1) - 1).clamp(max=top.shape[1] - 1)[:, None]).squeeze(1)
-    return torch.where(m > 0, kth, torch.full_like(kth, float("inf")))
-
-
 # ------------------------------------------------------------------ sparse autograd pieces
+# A code's pattern is its (row, feature) pairs with rows ascending. Every product below runs in float32
+# on the master weights: torch's CPU kernels for sparse CSR products have no bfloat16 (measured,
+# torch 2.13), and they are O(k·batch·d_in), a small part of a step. Only the dense encoder matmul and
+# the decoder's embedding-bag forward run in the compute dtype.
+
+
+@dataclass
+class Pattern:
+    """Row pointers of a row-sorted pattern, and the same pattern ordered by feature (for Gᵀx, Zᵀg)."""
+
+    crow: Tensor  # [n_tokens + 1]
+    order: Tensor  # [nnz], positions sorted by feature (stable)
+    ccol: Tensor  # [d_sae + 1], feature pointers into `order`
+
+    @classmethod
+    def of(cls, rows: Tensor, cols: Tensor, n_tokens: int, d_sae: int) -> "Pattern":
+        crow = torch.zeros(n_tokens + 1, dtype=torch.long, device=rows.device)
+        crow[1:] = torch.bincount(rows, minlength=n_tokens).cumsum(0)
+        ccol = torch.zeros(d_sae + 1, dtype=torch.long, device=rows.device)
+        ccol[1:] = torch.bincount(cols, minlength=d_sae).cumsum(0)
+        return cls(crow, torch.argsort(cols, stable=True), ccol)
+
+    def by_row(self, cols: Tensor, values: Tensor, n_cols: int) -> Tensor:
+        return torch.sparse_csr_tensor(self.crow, cols, values, (self.crow.numel() - 1, n_cols), check_invariants=False)
+
+    def by_col(self, rows: Tensor, values: Tensor, n_rows: int) -> Tensor:
+        o = self.order
+        return torch.sparse_csr_tensor(self.ccol, rows[o], values[o], (self.ccol.numel() - 1, n_rows), check_invariants=False)
 
 
 class _GatherPre(torch.autograd.Function):
-    """values[j] = x_c[rows[j]] · W_enc[cols[j]] + b_enc[cols[j]], read from the dense `pre` in forward;
-    backward is sparse: dW_enc = Gᵀ x_c, dx_c = G W_enc, db_enc = column sums of G."""
+    """values[j] = x_c[rows[j]] · W_enc[cols[j]] + b_enc[cols[j]] with x_c = x - b_dec, read from the dense
+    `pre` in forward (in its dtype, returned in float32); backward is sparse: dW_enc = Gᵀ x_c,
+    db_enc = column sums of G, and db_dec = -db_enc W_enc (Σ_t G[t] W_enc = colsum(G) W_enc, so the
+    per-token dx_c = G W_enc is never formed)."""
 
     @staticmethod
-    def forward(ctx, pre, x_c, W_enc, b_enc, rows, cols):
+    def forward(ctx, pre, x_c, W_enc, b_enc, b_dec, rows, cols, pattern):
         ctx.save_for_backward(x_c, W_enc, rows, cols)
-        return pre[rows, cols]
+        ctx.pattern = pattern
+        return pre[rows, cols].float()
 
     @staticmethod
     def backward(ctx, g):
         x_c, W_enc, rows, cols = ctx.saved_tensors
-        n_tok, d_sae = x_c.shape[0], W_enc.shape[0]
-        d_W = d_x = d_b = None
+        d_W = d_b = d_b_dec = None
         if ctx.needs_input_grad[2]:
-            order = torch.argsort(cols, stable=True)
-            G_t = _csr(cols[order], rows[order], g[order], d_sae, n_tok)
-            d_W = G_t @ x_c
-        if ctx.needs_input_grad[1]:
-            d_x = _csr(rows, cols, g, n_tok, d_sae) @ W_enc
-        if ctx.needs_input_grad[3]:
-            d_b = torch.zeros(d_sae, dtype=g.dtype, device=g.device).index_add_(0, cols, g)
-        return None, d_x, d_W, d_b, None, None
+            d_W = ctx.pattern.by_col(rows, g, x_c.shape[0]) @ x_c
+        if ctx.needs_input_grad[3] or ctx.needs_input_grad[4]:
+            d_b = torch.zeros(W_enc.shape[0], dtype=g.dtype, device=g.device).index_add_(0, cols, g)
+            if ctx.needs_input_grad[4]:
+                d_b_dec = -(d_b @ W_enc)
+        return None, None, d_W, d_b, d_b_dec, None, None, None
 
 
 class _SparseDecode(torch.autograd.Function):
-    """x̂ = Z @ W_dec for Z in CSR form (rows sorted); backward: dW = Zᵀ dx̂, dvalues = (dx̂ W_decᵀ) at Z's pattern."""
+    """x̂ = Z @ W_dec as an embedding bag per token (in `dtype`, returned in float32); backward:
+    dvalues = (dx̂ W_decᵀ) at Z's pattern (sampled_addmm), dW = Zᵀ dx̂."""
 
     @staticmethod
-    def forward(ctx, values, W_dec, rows, cols, n_tokens):
+    def forward(ctx, values, W_dec, rows, cols, pattern, dtype):
         ctx.save_for_backward(values, W_dec, rows, cols)
-        ctx.n_tokens = n_tokens
-        return _csr(rows, cols, values, n_tokens, W_dec.shape[0]) @ W_dec
+        ctx.pattern = pattern
+        out = F.embedding_bag(cols, W_dec.to(dtype), pattern.crow[:-1], per_sample_weights=values.to(dtype), mode="sum")
+        return out.float()
 
     @staticmethod
     def backward(ctx, g):
         values, W_dec, rows, cols = ctx.saved_tensors
-        n_tok, d_sae = ctx.n_tokens, W_dec.shape[0]
-        d_v = d_W = None
+        p, d_v, d_W = ctx.pattern, None, None
         if ctx.needs_input_grad[0]:
-            pattern = _csr(rows, cols, torch.zeros_like(values), n_tok, d_sae)
-            d_v = torch.sparse.sampled_addmm(pattern, g.contiguous(), W_dec.T.contiguous()).values()
+            d_v = torch.sparse.sampled_addmm(p.by_row(cols, torch.zeros_like(values), W_dec.shape[0]), g.contiguous(), W_dec.T).values()
         if ctx.needs_input_grad[1]:
-            order = torch.argsort(cols, stable=True)
-            d_W = _csr(cols[order], rows[order], values[order], d_sae, n_tok) @ g
-        return d_v, d_W, None, None, None
-
-
-def _csr(rows: Tensor, cols: Tensor, values: Tensor, n_rows: int, n_cols: int) -> Tensor:
-    """CSR matrix from COO entries already sorted by row."""
-    crow = torch.zeros(n_rows + 1, dtype=torch.long, device=rows.device)
-    crow[1:] = torch.bincount(rows, minlength=n_rows).cumsum(0)
-    return torch.sparse_csr_tensor(crow, cols, values, (n_rows, n_cols), check_invariants=False)
-
-
-def _sort_by_row(rows: Tensor, cols: Tensor, d_sae: int) -> tuple[Tensor, Tensor]:
-    order = torch.argsort(rows * d_sae + cols)
-    return rows[order], cols[order]
+            d_W = p.by_col(rows, values, g.shape[0]) @ g
+        return d_v, d_W, None, None, None, None
 
 
 # ------------------------------------------------------------------ the module
@@ -285,6 +205,8 @@ class SAE(nn.Module):
         self.register_buffer("threshold", torch.full((cfg.d_sae,), float("inf")))
         # Running share of tokens each feature fires on (the trainer updates it; Zipf capacities rank by it).
         self.register_buffer("density", torch.zeros(cfg.d_sae))
+        # dtype of the encoder matmul and the decoder's forward; weights, gradients and losses stay float32.
+        self.compute_dtype = torch.float32
 
     def check_input(self, x: Tensor) -> None:
         if x.ndim != 2 or x.shape[1] != self.cfg.d_in:
@@ -294,39 +216,45 @@ class SAE(nn.Module):
     def pre_acts(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
         return (x - self.b_dec) @ self.W_enc.T + self.b_enc
 
-    def encode(self, x: Float[Tensor, "batch d_in"], gather=None, skip: Tensor | None = None) -> Codes:
+    def encode(self, x: Float[Tensor, "batch d_in"], gather=None, skip: Tensor | None = None,
+               plan: FCPlan | None = None) -> Codes:
         """Sparse codes. Training mode applies the kind's rule over the batch (with gradients);
         eval mode is batch-independent (TopK per token, JumpReLU thresholds for the batch rules).
-        Rows flagged in `skip` (bool [batch]) get no features and take none of a batch rule's budget."""
+        Rows flagged in `skip` (bool [batch]) get no features and take none of a batch rule's budget.
+        `plan`: Feature Choice's capacities (built from the density when None). The dense encoder
+        matmul runs in `compute_dtype`; the selected values come back in float32."""
         self.check_input(x)
         kind, k = self.cfg.kind, self.cfg.k
         with torch.no_grad():
-            pre = torch.addmm(self.b_enc, x - self.b_dec, self.W_enc.T)  # [batch, d_sae]
-            if skip is not None:
-                pre[skip] = float("-inf")
+            dt = self.compute_dtype
+            pre = F.linear((x - self.b_dec).to(dt), self.W_enc.to(dt), self.b_enc.to(dt))  # [batch, d_sae]
+            if skip is not None:  # -inf never fires and never takes budget; no boolean indexing (no device sync)
+                pre.masked_fill_(skip[:, None], float("-inf"))
             if kind == "topk":
                 rows, cols = select_topk(pre, k)
             elif kind == "relu" or not self.training:
                 cut = torch.zeros_like(self.threshold) if kind == "relu" else self.threshold
-                rows, cols = (pre > cut).nonzero(as_tuple=True)
+                rows, cols = (pre > cut.to(dt)).nonzero(as_tuple=True)
             elif kind == "mutual_choice":
                 rows, cols = select_mutual_choice(pre, k, gather)
             else:
-                rows, cols = select_feature_choice(pre, k, gather, self.density if self.cfg.fc_capacity == "zipf" else None)
-            if skip is not None:
-                keep = ~skip[rows]
-                rows, cols = rows[keep], cols[keep]
+                density = self.density if self.cfg.fc_capacity == "zipf" else None
+                rows, cols = select_feature_choice(pre, k, gather, density, plan)
         return self.codes_at(x, pre, rows, cols)
 
     def codes_at(self, x: Float[Tensor, "batch d_in"], pre: Float[Tensor, "batch d_sae"], rows: Tensor, cols: Tensor) -> Codes:
-        """Codes for chosen (token, feature) pairs: ReLU(pre) there, with gradients to the encoder."""
+        """Codes for chosen (token, feature) pairs, `rows` ascending (every rule returns them so):
+        ReLU(pre) there, in float32, with gradients to the encoder and b_dec."""
         with torch.no_grad():
-            rows, cols = _sort_by_row(rows, cols, self.cfg.d_sae)
-        values = torch.relu(_GatherPre.apply(pre, x - self.b_dec, self.W_enc, self.b_enc, rows, cols))
-        return Codes(rows, cols, values, x.shape[0], self.cfg.d_sae, pre)
+            x_c = (x - self.b_dec).float()  # [batch, d_in]: the float32 copy the sparse backward reads
+            pattern = Pattern.of(rows, cols, x.shape[0], self.cfg.d_sae)
+        values = torch.relu(_GatherPre.apply(pre, x_c, self.W_enc, self.b_enc, self.b_dec, rows, cols, pattern))
+        return Codes(rows, cols, values, x.shape[0], self.cfg.d_sae, pre, pattern)
 
     def decode(self, codes: Codes, bias: bool = True) -> Float[Tensor, "batch d_in"]:
-        out = _SparseDecode.apply(codes.values, self.W_dec, codes.rows, codes.cols, codes.n_tokens)
+        if codes.pattern is None:
+            codes.pattern = Pattern.of(codes.rows, codes.cols, codes.n_tokens, codes.d_sae)
+        out = _SparseDecode.apply(codes.values, self.W_dec, codes.rows, codes.cols, codes.pattern, self.compute_dtype)
         return out + self.b_dec if bias else out
 
     def forward(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_in"]:
@@ -355,8 +283,8 @@ class SAE(nn.Module):
         seen = torch.isfinite(low)
         fresh = seen & ~torch.isfinite(self.threshold)
         lr = self.cfg.threshold_lr
-        self.threshold[seen] = (1 - lr) * self.threshold[seen] + lr * low[seen]
-        self.threshold[fresh] = low[fresh]
+        moved = torch.where(fresh, low, (1 - lr) * self.threshold + lr * low)  # no boolean indexing: no device sync
+        self.threshold.copy_(torch.where(seen, moved, self.threshold))
 
     @torch.no_grad()
     def calibrate_thresholds(self, x: Float[Tensor, "batch d_in"], target_l0: float | None = None) -> float:

@@ -27,10 +27,12 @@ from tqdm import tqdm
 
 from interp import InterpError
 from interp.config import NonNegFloat, NonNegInt, OneOf, PosFloat, PosInt, Range, Share, validate
+from interp.precision import resolve_dtype
 from interp.runs import Run
 from interp.sae import losses
 from interp.sae.io import save_sae
-from interp.sae.models import KINDS, SAE, SAEConfig, zipf_targets
+from interp.sae.models import KINDS, SAE, SAEConfig
+from interp.sae.rules import fc_plan, zipf_targets
 from interp.store import open_store
 
 
@@ -88,6 +90,9 @@ class SAETrainConfig:
     """torch threads per process (0: torch's default)."""
     device: str = "cpu"
     """cpu, cuda or cuda:N."""
+    dtype: OneOf("auto", "float32", "bfloat16") = "auto"
+    """Compute dtype of the encoder matmul and the decoder's forward; weights, Adam state and losses stay
+    float32. auto: bfloat16 where the device has bfloat16 matrix units (AMX / AVX512-BF16, CUDA), else float32."""
     holdout: NonNegInt = 0
     """Tokens at the end of the store left out of training (for evaluations)."""
     seed: NonNegInt = 0
@@ -185,10 +190,12 @@ def train_sae(cfg: SAETrainConfig, run: Run | None, quiet: bool = False) -> tupl
     total = cfg.tokens or n_train
     steps = total // cfg.batch_size
     sae, opt, state = build(cfg, store, d)
+    dtype_name = str(sae.compute_dtype).removeprefix("torch.")
     lead = d.rank == 0
     start = _resume(run, sae, opt, state, lead)
     batches = store.batches(cfg.batch_size, buffer_tokens=min(cfg.buffer_tokens, n_train), seed=cfg.seed, epochs=None,
-                            rank=d.rank, world_size=d.world, drop_last=True, rows=(0, n_train))
+                            rank=d.rank, world_size=d.world, drop_last=True, rows=(0, n_train),
+                            dtype=None)  # the store's float16/bfloat16: the SAE centres it into float32 itself
     for _ in range(start if start < steps else 0):  # a resumed run sees the batches it would have seen (seeded order)
         next(batches)
     if lead and run:
@@ -199,25 +206,29 @@ def train_sae(cfg: SAETrainConfig, run: Run | None, quiet: bool = False) -> tupl
     t0, n0 = time.perf_counter(), start
     for step in bar:
         lr = cfg.lr * min(1.0, (steps - step) / max(1.0, cfg.decay_frac * steps))
-        out = train_step(sae, opt, next(batches).to(cfg.device), cfg, state, d, lr)
         done = step + 1
-        if done % cfg.log_every == 0 or done == steps:
+        save = lead and run and (done == steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0))
+        log = done % cfg.log_every == 0 or done == steps
+        out = train_step(sae, opt, next(batches).to(cfg.device), cfg, state, d, lr, sync=bool(log or save))
+        if log:
             row = {**out, "lr": lr, "tokens_per_s": (done - n0) * cfg.batch_size / (time.perf_counter() - t0)}
             if lead and run:
                 run.log(done, **row)
             bar.set_postfix(fvu=f"{row['fvu']:.3f}", l0=f"{row['l0']:.1f}", dead=row["dead"])
             t0, n0 = time.perf_counter(), done
-        if lead and run and (done == steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)):
+        if save:
             _checkpoint(run, done, sae, opt, state)
     sae.eval()
+    sae.compute_dtype = torch.float32  # inference and evaluations run in float32, as a loaded SAE does
     x = store.read(0, min(cfg.stats_tokens, 8192, n_train)).to(cfg.device)  # [n, d_in]; checkpoints stay uncalibrated,
     if sae.cfg.max_norm:                                                     # so a resumed run calibrates the same way
         x = x[x.norm(dim=1) <= sae.cfg.max_norm]
     row = {**row, "threshold_factor": sae.calibrate_thresholds(x)}
     d.close()
     if lead and run:
-        save_sae(sae, run.dir / "sae", extra={"store": str(store.dir), "steps": steps, "batch_size": cfg.batch_size})
-    return sae, {"steps": steps, "d_sae": sae.cfg.d_sae, **row}
+        save_sae(sae, run.dir / "sae", extra={"store": str(store.dir), "steps": steps, "batch_size": cfg.batch_size,
+                                                        "compute_dtype": dtype_name})
+    return sae, {"steps": steps, "d_sae": sae.cfg.d_sae, "compute_dtype": dtype_name, **row}
 
 
 def build(cfg: SAETrainConfig, store, d: Dist | None = None) -> tuple[SAE, torch.optim.Optimizer, dict]:
@@ -229,6 +240,7 @@ def build(cfg: SAETrainConfig, store, d: Dist | None = None) -> tuple[SAE, torch
                         threshold_lr=cfg.threshold_lr, model_name=m["model"], hook_name=m["hook"], max_norm=max_norm)
     sae_cfg.check()
     sae = SAE(sae_cfg, seed=cfg.seed).to(cfg.device)
+    sae.compute_dtype = resolve_dtype(cfg.dtype, cfg.device)[0]
     with torch.no_grad():
         sae.b_dec.copy_(mean.to(cfg.device))
         if cfg.kind == "relu":  # start each feature at the target density: b_enc at its pre-activation quantile
@@ -237,51 +249,58 @@ def build(cfg: SAETrainConfig, store, d: Dist | None = None) -> tuple[SAE, torch
             density = min(1.0, (cfg.target_l0 or cfg.k) / sae_cfg.d_sae)
             rank = max(1, min(pre.shape[0], round((1 - density) * pre.shape[0])))
             sae.b_enc.copy_(-pre.kthvalue(rank, dim=0).values)
-    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=6.25e-10)
-    state = {"since_fired": torch.zeros(sae_cfg.d_sae, dtype=torch.long),
-             "l1_coef": torch.tensor(cfg.l1_coef), "variance": variance, "outliers": torch.tensor(0)}
+    opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=6.25e-10, fused=True)
+    dev = cfg.device
+    state = {"since_fired": torch.zeros(sae_cfg.d_sae, dtype=torch.long, device=dev),
+             "l1_coef": torch.tensor(cfg.l1_coef, device=dev), "variance": variance.to(dev),
+             "outliers": torch.tensor(0, device=dev)}
     sae.train()
     return sae, opt, state
 
 
 def train_step(sae: SAE, opt, x: Float[Tensor, "batch d_in"], cfg: SAETrainConfig, state: dict, d: Dist | None = None,
-               lr: float | None = None) -> dict:
-    """One step on this rank's slice `x` of the global batch: encode, decode, losses, backward, gradient
-    all-reduce, Adam, decoder renormalisation, thresholds and feature statistics. Returns the metrics."""
+               lr: float | None = None, sync: bool = True) -> dict | None:
+    """One step on this rank's slice `x` of the global batch (any float dtype: a store's float16 or
+    bfloat16 rows go in as they are): encode, decode, losses, backward, gradient all-reduce, Adam,
+    decoder renormalisation, thresholds and feature statistics.
+
+    With `sync=False` the step never waits for the device (no `.item()`, no host copies; only Mutual
+    and Feature Choice's data-sized selections do): the metrics, the finite-loss check and the host-side
+    plans (how many features each auxiliary loss may use, Feature Choice's capacities) wait for the
+    next sync step, which the trainer takes every `log_every` steps and before every checkpoint.
+    Returns the metrics on sync steps, else None."""
     d = d or Dist(cfg.device)
     if lr is not None:
         for group in opt.param_groups:
             group["lr"] = lr
-    variance = state["variance"]
-    skip = x.norm(dim=1) > sae.cfg.max_norm if sae.cfg.max_norm else None  # outliers: no features, no loss
-    if skip is not None and not skip.any():
-        skip = None
-    kept = x.shape[0] - (0 if skip is None else int(skip.sum()))
-    n_kept = d.sum(torch.tensor([float(kept)]))[0].item()  # over the global batch
-    scale = kept * d.world / max(n_kept, 1.0)  # rank means, averaged over ranks, = the global mean
-    codes = sae.encode(x, gather=d.gather_fn, skip=skip)
+    if sync or "_plans" not in state:
+        state["_plans"] = _plans(sae, cfg, state, x.shape[0] * d.world)
+    plans, variance, world = state["_plans"], state["variance"], d.world
+    skip = torch.linalg.vector_norm(x, dim=1, dtype=torch.float32) > sae.cfg.max_norm if sae.cfg.max_norm else None
+    # Tokens the loss averages over, global batch (outliers left out: no features, no loss).
+    n_kept = x.new_tensor(float(x.shape[0] * world), dtype=torch.float32) if skip is None else d.sum((~skip).sum().float())
+    codes = sae.encode(x, gather=d.gather_fn, skip=skip, plan=plans.get("fc"))
     x_hat = sae.decode(codes)
-    err = (x - x_hat).pow(2).sum(-1)  # [batch]
+    err = (x - x_hat).pow(2).sum(-1)  # [batch], float32
     if skip is not None:
         err = err.masked_fill(skip, 0.0)
-    loss, parts = err.sum() / max(kept, 1) * scale / variance, {}
+    loss, parts = err.sum() * world / n_kept / variance, {}
     if cfg.kind == "relu":  # L1 in units of the data's standard deviation
-        parts["l1"] = losses.l1_penalty(sae, codes) * x.shape[0] / max(kept, 1) * scale / variance.sqrt()
-        loss = loss + state["l1_coef"].item() * parts["l1"]
+        parts["l1"] = losses.l1_penalty(sae, codes) * x.shape[0] * world / n_kept / variance.sqrt()
+        loss = loss + state["l1_coef"] * parts["l1"]
     dead = state["since_fired"] >= cfg.dead_tokens
-    k_aux = cfg.k_aux or sae.cfg.d_in // 2
-    ok = slice(None) if skip is None else ~skip
+    kept = x.shape[0] if skip is None else (~skip).sum()  # this rank's rows in the loss
     for name, coef, pool in (("aux_k", cfg.aux_k_coef, lambda: dead),
-                             ("aux_zipf", cfg.aux_zipf_coef,
-                              lambda: sae.density < cfg.zipf_underuse * zipf_targets(sae.density, cfg.k))):
+                             ("aux_zipf", cfg.aux_zipf_coef, lambda: sae.density < cfg.zipf_underuse * plans["zipf_target"])):
         if coef and cfg.kind != "relu":
-            members = pool().to(x.device)
-            if d.sum(members.any().float()[None]).item() == 0:  # no rank has a pool: nothing to compute
-                parts[name] = x.new_zeros(())
+            if plans[name] == 0:  # no feature in the pool at the last sync: nothing to compute
+                parts[name] = x.new_zeros((), dtype=torch.float32)
                 continue
-            parts[name] = losses.aux_reconstruction_loss(sae, x[ok], x_hat[ok], codes.pre[ok], members, k_aux, d.sum) * scale
+            aux = losses.aux_reconstruction_loss(sae, x, x_hat, codes.pre, pool(), plans[name], d.sum,
+                                                 keep=None if skip is None else ~skip, n_pool=plans[name])
+            parts[name] = aux * kept * world / n_kept  # rank means, averaged over ranks, = the global mean
             loss = loss + coef * parts[name]
-    if not torch.isfinite(loss):
+    if sync and not torch.isfinite(loss):
         raise InterpError(f"The SAE loss became {loss.item()}: lower the learning rate (now {cfg.lr}).")
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -290,24 +309,43 @@ def train_step(sae: SAE, opt, x: Float[Tensor, "batch d_in"], cfg: SAETrainConfi
     opt.step()
     sae.normalize_decoder()
     sae.update_thresholds(codes, d.min if d.world > 1 else None)
-    # Feature statistics over the global batch.
-    fired = d.sum(torch.bincount(codes.cols[codes.values > 0], minlength=sae.cfg.d_sae).cpu())
-    state["outliers"] += int(cfg.batch_size - n_kept)  # left out so far
-    state["since_fired"] += int(n_kept)
-    state["since_fired"][fired > 0] = 0
-    beta = min(1.0, n_kept / cfg.dead_tokens)
-    sae.density.mul_(1 - beta).add_(beta * fired.float().to(sae.density.device) / max(n_kept, 1.0))
-    sums = d.sum(torch.stack([err.sum().detach(), (codes.values > 0).sum().float(), *(v.detach() for v in parts.values())]).cpu())
-    l0 = sums[1].item() / max(n_kept, 1.0)
+    # Feature statistics over the global batch, on the device.
+    active = (codes.values > 0).float()
+    fired = d.sum(torch.zeros(sae.cfg.d_sae, device=active.device).index_add_(0, codes.cols, active))
+    state["outliers"] += (cfg.batch_size - n_kept).long()  # left out so far
+    state["since_fired"] += n_kept.long()
+    state["since_fired"].masked_fill_(fired > 0, 0)
+    beta = (n_kept / cfg.dead_tokens).clamp(max=1.0)
+    sae.density.mul_(1 - beta).add_(beta * fired / n_kept.clamp_min(1.0))
+    l0 = d.sum(active.sum()) / n_kept.clamp_min(1.0)
     if cfg.kind == "relu" and cfg.target_l0:  # multiplicative controller on the L1 coefficient
-        state["l1_coef"] *= math.exp(0.02 * math.tanh(math.log(max(l0, 1e-3) / cfg.target_l0)))
-    out = {"mse": sums[0].item() / max(n_kept, 1.0), "fvu": sums[0].item() / max(n_kept, 1.0) / float(variance), "l0": l0,
+        state["l1_coef"] *= torch.exp(0.02 * torch.tanh(torch.log(l0.clamp_min(1e-3) / cfg.target_l0)))
+    if not sync:
+        return None
+    sums = d.sum(torch.stack([err.sum().detach(), *(v.detach() for v in parts.values())])).cpu()
+    kept = max(float(n_kept), 1.0)
+    out = {"mse": sums[0].item() / kept, "fvu": sums[0].item() / kept / float(variance), "l0": float(l0),
            "dead": int(dead.sum()), "dense": int((sae.density > cfg.dense_density).sum()),
            "outliers": int(state["outliers"]),
-           **{k: sums[2 + i].item() / d.world for i, k in enumerate(parts)}}
+           **{k: sums[1 + i].item() / d.world for i, k in enumerate(parts)}}
     if cfg.kind == "relu":
-        out["l1_coef"] = state["l1_coef"].item()
+        out["l1_coef"] = float(state["l1_coef"])
     return out
+
+
+def _plans(sae: SAE, cfg: SAETrainConfig, state: dict, batch: int) -> dict:
+    """What the next steps need as host numbers, read from the device at a sync step: how many features
+    each auxiliary loss may use (its pool's size, at most k_aux; identical on every rank, since the
+    statistics are global) and Feature Choice's capacity plan for the global `batch`."""
+    k_aux = cfg.k_aux or sae.cfg.d_in // 2
+    plans = {"aux_k": min(k_aux, int((state["since_fired"] >= cfg.dead_tokens).sum())) if cfg.aux_k_coef else 0}
+    if cfg.aux_zipf_coef:
+        plans["zipf_target"] = zipf_targets(sae.density, cfg.k)
+        plans["aux_zipf"] = min(k_aux, int((sae.density < cfg.zipf_underuse * plans["zipf_target"]).sum()))
+    if cfg.kind == "feature_choice":
+        density = sae.density if cfg.fc_capacity == "zipf" else None
+        plans["fc"] = fc_plan(sae.cfg.d_sae, cfg.k, batch, density, sae.density.device)
+    return plans
 
 
 def _data_stats(sample: Tensor, cfg: SAETrainConfig) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -331,10 +369,13 @@ def _resume(run: Run | None, sae: SAE, opt, stats: dict, lead: bool = True) -> i
         state["sae"]["density"] = state["stats"].get("density", sae.density)
     sae.load_state_dict(state["sae"])
     opt.load_state_dict(state["optimizer"])
-    for k in stats:
-        stats[k] = state["stats"][k]
+    for k in [k for k in stats if not k.startswith("_")]:
+        v = state["stats"][k]
+        stats[k] = v.to(stats[k].device) if torch.is_tensor(v) else v
     return int(state["step"])
 
 
 def _checkpoint(run: Run, step: int, sae: SAE, opt, stats: dict) -> None:
-    run.save_checkpoint(step, {"sae": sae.state_dict(), "optimizer": opt.state_dict(), "stats": stats})
+    """Plans ("_plans") are not saved: the first step after a resume rebuilds them."""
+    kept = {k: v for k, v in stats.items() if not k.startswith("_")}
+    run.save_checkpoint(step, {"sae": sae.state_dict(), "optimizer": opt.state_dict(), "stats": kept})
