@@ -24,6 +24,10 @@ the unigram (see interp.subnetworks); the mask learning rate is 1e-2 (the paper'
 15,000 steps of 32 × 128 tokens is ~100× our budget) and the temperature grows ×1.005 per step
 instead of ×1.001 (so masks settle in ~1,000 steps), with the paper's stopping rule, capped at
 `max_steps`; the bigram is counted on the corpus sequences the masks train on, never on held-out ones.
+
+Compute dtype (`dtype`): float32 only. The masks are trained by gradients through SmolLM2's weights, and
+the bigram-target cross-entropy and the ridge fits need float32; a bfloat16 forward would round the
+very logits whose small differences the mask gradients follow.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from safetensors.torch import load_file, save_file
 
 from interp import InterpError, figures
 from interp import subnetworks as sn
-from interp.config import AtLeast, NonNegFloat, NonNegInt, PosFloat, PosInt, nested
+from interp.config import AtLeast, NonNegFloat, NonNegInt, OneOf, PosFloat, PosInt, nested
 from interp.corpus import corpus_info, token_chunks
 from interp.hooks import capture
 from interp.models import Model, load_model, toy_model
@@ -102,6 +106,9 @@ class Config:
     """Subnetworks trained in parallel, one torch thread each (one per λ: three share two cores well)."""
     seed: NonNegInt = 0
     """Seed of the data order, the toy chain and model, and the random ablation."""
+    dtype: OneOf("float32") = "float32"
+    """Compute dtype of SmolLM2's forward passes: float32 only (the masks are trained by gradients through the
+    weights; see the module docstring)."""
 
     def check(self) -> None:
         if self.claim_lam not in self.lams:
@@ -124,7 +131,7 @@ def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
     torch.manual_seed(cfg.seed)
     toy = toy_check(cfg, run_dir, quiet)
     seconds = {"toy": time.time() - t0}
-    model = load_model(cfg.model, quiet=True)
+    model = load_model(cfg.model, quiet=True, dtype=cfg.dtype)
     seqs = token_chunks(model.encode, cfg.seq_len, cfg.bigram_sequences + cfg.eval_sequences, cfg.seed, quiet=quiet)
     train_seqs, held = seqs[: cfg.bigram_sequences], torch.from_numpy(seqs[cfg.bigram_sequences:]).long()
     np.save(run_dir.dir / "train_sequences.npy", train_seqs)
@@ -210,7 +217,7 @@ def _mask_job(cfg: Config, lam: float, run_dir: str) -> list[dict]:
     folder = Path(run_dir) / f"lam_{lam:g}"
     if (folder / "masks.safetensors").exists():
         return Run(folder).metrics()
-    model = load_model(cfg.model, quiet=True)
+    model = load_model(cfg.model, quiet=True, dtype=cfg.dtype)
     train_seqs = np.load(Path(run_dir) / "train_sequences.npy")
     bigram = sn.count_bigram(train_seqs, model.info.d_vocab)
     weights = sn.weight_matrices(model)

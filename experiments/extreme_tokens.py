@@ -12,6 +12,11 @@ the attention pattern, and secondary sinks (later tokens whose residual norm ent
 (largest |α_0(code) − α_0(prose)|) are zero-ablated and forced onto position 0, one at a time, and
 the loss change is measured per domain and per snippet (so every Δloss has a standard error).
 GQA: SmolLM2 has 9 query heads sharing 3 KV heads; ‖W_O v‖ is per query head h, reading KV head h // 3.
+
+Compute dtype (`dtype`): float32 by default. The verdicts here rest on the loss change of ablating one
+head at a time, tested against cost ratios and standard errors; in bfloat16 (BENCHMARKS.md, "Forwards in bfloat16": benchmarks/forward_dtype.py, SmolLM2 float32 against bfloat16 on the same inputs) such Δloss values
+move by up to 0.003 nats where single heads' effects are 0.001-0.017 nats, and per-head α_0 (the
+selectivity of a head) by up to 0.028. Too close to the thresholds to trade for speed.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from interp.corpus import Text, corpus_info, load_texts
 from interp.hooks import BACKENDS
 from interp.hooks import run as run_hooks
 from interp.interventions import HEAD_INTERVENTIONS, head_intervention_deltas, logit_sequence_losses
-from interp.models import load_model
+from interp.models import MODEL_DTYPES, load_model
 from interp.runs import Run, claim
 
 PAPER = "Active-Dormant Attention Heads (Guo et al. 2024), LLM part"
@@ -80,6 +85,8 @@ class Config:
     """Backend that runs the model: transformer_lens or nnsight."""
     seed: NonNegInt = 0
     """Seed that picks the snippets."""
+    dtype: OneOf(*MODEL_DTYPES) = "float32"
+    """Compute dtype of the model's forward passes: float32, bfloat16 or float16 (float32 by default: see the module docstring)."""
 
 
 QUICK = {"n_snippets": 8, "max_candidates": 2}
@@ -231,7 +238,7 @@ def _se(x: Tensor) -> float:
 def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
     t0 = time.time()
     torch.set_num_threads(1)
-    model = load_model(cfg.model, quiet=quiet)
+    model = load_model(cfg.model, quiet=quiet, dtype=cfg.dtype)
     texts = {d: snippets(model, d, cfg) for d in DOMAINS}
     tokens, per_snippet, summary = {}, {}, {}
     for cond, prepend in CONDITIONS.items():

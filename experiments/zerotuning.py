@@ -18,6 +18,11 @@ Per condition (position 0 = `<|im_start|>` raw, or a prepended `<|endoftext|>`):
   5. calibration on validation (γ grid ∪ {1}: accuracy, ties by log-likelihood; or least entropy),
      test accuracy with a paired-bootstrap 95% interval, against the matched baseline: a temperature
      τ on the same heads' attention scores (all keys alike), τ grid of the same size, same objective.
+
+Compute dtype (`dtype`): float32 by default. Head profiling keeps a head by the sign of a small change
+in the label log-probabilities, and calibration compares accuracies over a few items; bfloat16 moves a
+single head's ablation Δloss by up to 0.003 nats where the effects are 0.001-0.017 (BENCHMARKS.md, "Forwards in bfloat16": benchmarks/forward_dtype.py, SmolLM2 float32 against bfloat16 on the same inputs), so its
+verdicts could flip for rounding alone. Not measured on this experiment itself.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from interp.interventions import (
     scale_initial_attention,
     scale_key_attention,
 )
-from interp.models import load_model, model_shape
+from interp.models import MODEL_DTYPES, load_model, model_shape
 from interp.runs import Run, claim
 
 PAPER = "ZeroTuning: Unlocking the Initial Token's Power to Enhance LLMs Without Training (Han et al. 2025)"
@@ -107,6 +112,8 @@ class Config:
     """Backend that runs the patched model: transformer_lens or nnsight."""
     seed: NonNegInt = 0
     """Seed that picks the items and drives the bootstrap."""
+    dtype: OneOf(*MODEL_DTYPES) = "float32"
+    """Compute dtype of the model's forward passes: float32, bfloat16 or float16 (float32 by default: see the module docstring)."""
 
     def check(self) -> None:
         """The task files parse, and the layers and heads named exist in the model (read from its config)."""
@@ -345,7 +352,7 @@ def entropy_sweep(model, score: Scorer, tasks: list[str], cfg: Config) -> dict:
 def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
     names = list(cfg.tasks)
     tasks = load_tasks(cfg.data_dir or DATA, names)
-    model = load_model(cfg.model, quiet=quiet)
+    model = load_model(cfg.model, quiet=quiet, dtype=cfg.dtype)
     n_layers = model.info.n_layers
     profile_layers = list(cfg.profile_layers) or list(range(n_layers))
     heads = [(l, h) for l in profile_layers for h in (list(cfg.profile_heads) or range(model.info.n_heads))]
