@@ -223,3 +223,31 @@ def test_loading_foreign_or_broken_sae_files(tmp_path):
     del cfg["interp"]
     (tmp_path / "c" / "cfg.json").write_text(json.dumps(cfg))
     assert load_sae(tmp_path / "c").cfg.kind == "relu"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_topk_prefilter_is_exact(dtype):
+    """The grouped prefilter (d_sae 1536, k 8: 96 groups of 16) picks each row's k largest values."""
+    pre = torch.randn(128, 1536, generator=torch.Generator().manual_seed(3)).to(dtype)
+    rows, cols = select_topk(pre, 8)
+    got = pre[rows, cols].view(128, 8).float().sort(1).values
+    want = pre.float().topk(8, dim=1).values.sort(1).values
+    assert torch.equal(rows, torch.arange(128).repeat_interleave(8)) and torch.equal(got, want)
+
+
+def test_batch_rules_keep_their_quota_when_values_tie():
+    """Pre-activations on a coarse grid (as bfloat16's 8 mantissa bits make them): many entries equal the
+    cut, and the rules still select exactly k·batch entries (MC) and m_f per feature (FC)."""
+    g = torch.Generator().manual_seed(4)
+    pre = torch.randint(0, 6, (64, 96), generator=g).float()
+    rows, cols = select_mutual_choice(pre, 4)
+    chosen = torch.zeros_like(pre, dtype=torch.bool)
+    chosen[rows, cols] = True
+    assert rows.numel() == 4 * 64 and pre[chosen].min() >= pre[~chosen].max()
+    assert (rows[1:] >= rows[:-1]).all()  # still in row order
+    rows, cols = select_feature_choice(pre, 4)
+    assert torch.equal(torch.bincount(cols, minlength=96), fc_capacity(96, 4, 64))
+    for f in range(96):  # every feature took its largest tokens
+        mine = pre[rows[cols == f], f]
+        rest = pre[:, f][~torch.isin(torch.arange(64), rows[cols == f])]
+        assert mine.min() >= rest.max()

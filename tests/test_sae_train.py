@@ -39,10 +39,12 @@ def cfg(store, **kw) -> SAETrainConfig:
     return SAETrainConfig(**{**base, **kw})
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("kind", ["topk", "mutual_choice", "feature_choice", "relu"])
-def test_every_kind_learns_and_saves(store, tmp_path, kind):
+def test_every_kind_learns_and_saves(store, tmp_path, kind, dtype):
     extra = {"target_l0": 4.0, "l1_coef": 0.05} if kind == "relu" else {}
-    sae, last = train_sae(cfg(store, kind=kind, **extra), Run(tmp_path), quiet=True)
+    sae, last = train_sae(cfg(store, kind=kind, dtype=dtype, **extra), Run(tmp_path), quiet=True)
+    assert last["compute_dtype"] == dtype and sae.compute_dtype == torch.float32  # trained in dtype, infers in float32
     rows = Run(tmp_path).metrics()
     assert rows[0]["fvu"] > 1.5 * last["fvu"] and last["fvu"] < 0.35, (rows[0]["fvu"], last["fvu"])
     if kind == "relu":  # b_enc starts at the target density and the L1 controller keeps L0 near it
@@ -146,7 +148,7 @@ def test_data_parallel_matches_one_process(store, tmp_path):
         assert r.returncode == 0, r.stderr[-2000:] + "".join(  # every rank's tail, read only on failure
             f"\n--- {p.relative_to(logs)}\n{p.read_text()[-1500:]}" for p in sorted(logs.rglob("std*.log")))
         a, b = load_sae(one / "sae"), load_sae(two / "sae")
-        assert (a.W_enc - b.W_enc).abs().max() < 1e-4 and (a.W_dec - b.W_dec).abs().max() < 1e-4
+        assert (a.W_enc - b.W_enc).abs().max() < 1e-4 and (a.W_dec - b.W_dec).abs().max() < 1e-4, kind
         fa = [m["fvu"] for m in Run(one).metrics()]
         fb = [m["fvu"] for m in Run(two).metrics()]
         assert fa == pytest.approx(fb, abs=1e-4)
@@ -199,3 +201,48 @@ def test_outlier_activations_are_left_out(tmp_path):
 
     m = activation_metrics(sae, x)
     assert m["outliers_excluded"] == 8 and m["tokens"] == 4096 - 8
+
+
+def test_auto_dtype_follows_the_hardware_and_is_recorded(store, tmp_path, monkeypatch, capsys):
+    """auto is bfloat16 only where the device has bfloat16 matrix units; the run's config says which and why."""
+    import interp.precision as precision
+    from interp.sae.train import build
+
+    for units, want in (("AMX-BF16", torch.bfloat16), ("", torch.float32)):
+        monkeypatch.setattr(precision, "bf16_units", lambda device="cpu", u=units: u)
+        sae, _, _ = build(cfg(store), open_store(store))
+        assert sae.compute_dtype == want
+    monkeypatch.setattr(precision, "bf16_units", lambda device="cpu": "AMX-BF16")
+    assert main(["sae", "train", "--store", str(store), "--expansion", "2", "--k", "4", "--batch-size", "256",
+                 "--tokens", "512", "--buffer-tokens", "4096", "--stats-tokens", "4096", "--quiet", "--out", str(tmp_path / "r")]) == 0
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["dtype"] == "auto" and config["compute_dtype"] == "bfloat16" and config["compute_dtype_reason"] == "auto: AMX-BF16"
+    assert json.loads((tmp_path / "r" / "sae" / "cfg.json").read_text())["interp"]["compute_dtype"] == "bfloat16"
+
+
+@pytest.mark.parametrize("kind", ["topk", "relu"])
+def test_the_hot_loop_never_reads_the_device(store, monkeypatch, kind):
+    """Between sync steps a TopK / ReLU step makes no host read of a tensor (.item(), bool(), int(), float(),
+    .tolist(), .cpu()), so on a GPU it never waits: checked on CPU by making every such read raise.
+    Outliers, the aux-k loss and the L1 controller are all active."""
+    from interp.sae.train import build, train_step
+
+    c = cfg(store, kind=kind, outlier_norm=1.2, target_l0=4.0)
+    sae, opt, state = build(c, open_store(store))
+    state["since_fired"][32:] = c.dead_tokens  # a pool for aux-k
+    batches = open_store(store).batches(256, buffer_tokens=4096, dtype=None)
+    train_step(sae, opt, next(batches), c, state)  # a sync step builds the plans
+    assert kind == "relu" or state["_plans"]["aux_k"] > 0
+
+    def read(*a, **k):
+        raise AssertionError("host read of a device tensor in the hot loop")
+
+    x = next(batches)
+    outliers = int((x.float().norm(dim=1) > sae.cfg.max_norm).sum())
+    assert 0 < outliers < len(x), outliers  # some rows are left out, most are not
+    for name in ("item", "tolist", "cpu", "__bool__", "__int__", "__float__", "numpy"):
+        monkeypatch.setattr(torch.Tensor, name, read)
+    for _ in range(3):
+        assert train_step(sae, opt, x, c, state, sync=False) is None
+    monkeypatch.undo()
+    assert train_step(sae, opt, next(batches), c, state)["fvu"] > 0

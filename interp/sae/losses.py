@@ -34,7 +34,7 @@ def aux_reconstruction_loss(sae: SAE, x: Tensor, x_hat: Tensor, pre: Tensor, poo
                             reduce_sum=None, keep: Tensor | None = None, n_pool: int | None = None) -> Tensor:
     """The k_aux largest pre-activations among features in `pool` (bool [d_sae]) reconstruct the error
     x - x̂ (detached); MSE over the error's variance, both over the rows in `keep` (bool [batch]; all
-    when None; the other rows' pre-activations must be -inf, as `SAE.encode` leaves skipped rows).
+    when None).
     Zero when the pool is empty. `n_pool`, the pool's size when the caller knows it, saves a device
     sync; a pool that has shrunk below k_aux since is fine (the extra picks are -inf and weigh 0)."""
     n_pool = int(pool.sum().item()) if n_pool is None else n_pool
@@ -47,7 +47,7 @@ def aux_reconstruction_loss(sae: SAE, x: Tensor, x_hat: Tensor, pre: Tensor, poo
     if keep is not None:
         err = err * keep[:, None]
         n_rows = keep.sum().float()
-    err_hat = sae.decode(sae.codes_at(x, pre, rows, cols), bias=False)
+    err_hat = sae.decode(sae.codes_at(x, pre, rows, cols, keep=keep), bias=False)
     num = (err - err_hat).pow(2).sum()
     # The error's variance over the global batch (all ranks under data parallelism); a constant here.
     sums = torch.cat([err.pow(2).sum()[None], n_rows[None], err.sum(0)])

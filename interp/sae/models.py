@@ -227,9 +227,10 @@ class SAE(nn.Module):
         kind, k = self.cfg.kind, self.cfg.k
         with torch.no_grad():
             dt = self.compute_dtype
-            pre = F.linear((x - self.b_dec).to(dt), self.W_enc.to(dt), self.b_enc.to(dt))  # [batch, d_sae]
-            if skip is not None:  # -inf never fires and never takes budget; no boolean indexing (no device sync)
-                pre.masked_fill_(skip[:, None], float("-inf"))
+            x_c = (x - self.b_dec).float()  # [batch, d_in]: the float32 copy the sparse backward reads
+            pre = F.linear(x_c.to(dt), self.W_enc.to(dt), self.b_enc.to(dt))  # [batch, d_sae]
+            if skip is not None and kind in BATCH_KINDS and self.training:  # skipped rows take none of the budget
+                pre.index_fill_(0, skip.nonzero().squeeze(1), float("-inf"))  # (these rules sync anyway)
             if kind == "topk":
                 rows, cols = select_topk(pre, k)
             elif kind == "relu" or not self.training:
@@ -240,15 +241,19 @@ class SAE(nn.Module):
             else:
                 density = self.density if self.cfg.fc_capacity == "zipf" else None
                 rows, cols = select_feature_choice(pre, k, gather, density, plan)
-        return self.codes_at(x, pre, rows, cols)
+        return self.codes_at(x, pre, rows, cols, keep=None if skip is None else ~skip, x_c=x_c)
 
-    def codes_at(self, x: Float[Tensor, "batch d_in"], pre: Float[Tensor, "batch d_sae"], rows: Tensor, cols: Tensor) -> Codes:
+    def codes_at(self, x: Float[Tensor, "batch d_in"], pre: Float[Tensor, "batch d_sae"], rows: Tensor, cols: Tensor,
+                 keep: Tensor | None = None, x_c: Tensor | None = None) -> Codes:
         """Codes for chosen (token, feature) pairs, `rows` ascending (every rule returns them so):
-        ReLU(pre) there, in float32, with gradients to the encoder and b_dec."""
+        ReLU(pre) there, in float32, with gradients to the encoder and b_dec. Rows not in `keep`
+        (bool [batch]) get zero values: no output, no gradient, no device sync."""
         with torch.no_grad():
-            x_c = (x - self.b_dec).float()  # [batch, d_in]: the float32 copy the sparse backward reads
+            x_c = (x - self.b_dec).float() if x_c is None else x_c
             pattern = Pattern.of(rows, cols, x.shape[0], self.cfg.d_sae)
         values = torch.relu(_GatherPre.apply(pre, x_c, self.W_enc, self.b_enc, self.b_dec, rows, cols, pattern))
+        if keep is not None:
+            values = values * keep[rows]
         return Codes(rows, cols, values, x.shape[0], self.cfg.d_sae, pre, pattern)
 
     def decode(self, codes: Codes, bias: bool = True) -> Float[Tensor, "batch d_in"]:

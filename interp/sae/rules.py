@@ -17,23 +17,27 @@ from torch import Tensor
 
 
 def select_topk(pre: Float[Tensor, "batch d_sae"], k: int) -> tuple[Tensor, Tensor]:
-    """Each token's k largest pre-activations, as (rows, cols) sorted by row. Exact, by a two-stage
-    prefilter: split the features into G interleaved groups (feature f in group f mod G), take each
-    group's max, keep the k groups with the largest maxima, and run the top-k over their members only.
-    Those k maxima are k entries ≥ the k-th largest group max, and any entry above it lies in one of
-    the kept groups, so the top-k of the kept members is the top-k of the row (ties aside). The group
-    max is a contiguous reduction and both top-ks are small: 1.4-1.6x faster than one top-k over
-    d_sae (d_sae 4608, k 32, batch 4096, float32 and bfloat16; benchmarks/sae_train.py)."""
-    n, d_sae = pre.shape
-    rows = torch.arange(n, device=pre.device).repeat_interleave(k)
-    G = _groups(d_sae, k)
+    """Each token's k largest pre-activations, as (rows, cols) sorted by row."""
+    rows = torch.arange(pre.shape[0], device=pre.device).repeat_interleave(k)
+    return rows, row_topk(pre, k).indices.flatten()
+
+
+def row_topk(x: Float[Tensor, "n d"], k: int, sorted: bool = False) -> torch.return_types.topk:
+    """`x.topk(k, dim=1)`, exact, by a two-stage prefilter: split the columns into G interleaved groups
+    (column c in group c mod G), take each group's max, keep the k groups with the largest maxima, and
+    run the top-k over their members only. Those k maxima are k entries ≥ the k-th largest group max,
+    and any entry above it lies in one of the kept groups, so the top-k of the kept members is the top-k
+    of the row (ties aside). The group max is a contiguous reduction and both top-ks are small: 1.4-1.6x
+    faster than one top-k over d_sae 4608 (k 32, batch 4096, float32 and bfloat16)."""
+    n, d = x.shape
+    G = _groups(d, k)
     if G == 0:
-        return rows, pre.topk(k, dim=1, sorted=False).indices.flatten()
-    s = d_sae // G
-    best = pre.view(n, s, G).amax(1).topk(k, dim=1, sorted=False).indices  # [batch, k] groups
-    members = (best[:, :, None] + G * torch.arange(s, device=pre.device)).view(n, k * s)  # [batch, k·s] features
-    pick = pre.gather(1, members).topk(k, dim=1, sorted=False).indices  # [batch, k]
-    return rows, members.gather(1, pick).flatten()
+        return x.topk(k, dim=1, sorted=sorted)
+    s = d // G
+    best = x.view(n, s, G).amax(1).topk(k, dim=1, sorted=False).indices  # [n, k] groups
+    members = (best[:, :, None] + G * torch.arange(s, device=x.device)).view(n, k * s)  # [n, k·s] columns
+    top = x.gather(1, members).topk(k, dim=1, sorted=sorted)
+    return torch.return_types.topk((top.values, members.gather(1, top.indices)))
 
 
 def _groups(d_sae: int, k: int) -> int:
@@ -45,60 +49,45 @@ def _groups(d_sae: int, k: int) -> int:
     return 0
 
 
-def _flat_top_values(pre: Tensor, n: int) -> Tensor:
-    """The n largest entries of `pre` (unordered). Filters by a sampled quantile first, which avoids a
-    full top-n over every entry; falls back to the exact full top-n when the filter keeps too few."""
+def _flat_candidates(pre: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """Flat positions (ascending) and values of a set of entries of `pre` that holds its n largest and
+    every entry tied with the n-th: all entries above a sampled quantile, which avoids a top-n over every
+    entry; the exact top-n's positions when the sample's cut keeps too few."""
     flat = pre.flatten()
     n = min(n, flat.numel())
     if flat.numel() > 8 * n and flat.numel() > 65536:
         g = torch.Generator(device="cpu").manual_seed(flat.numel())
         sample = flat[torch.randint(flat.numel(), (65536,), generator=g).to(flat.device)].float()
         q = max(0.0, 1.0 - 1.5 * n / flat.numel())
-        candidates = flat[flat >= sample.quantile(q).to(flat.dtype)]
-        if candidates.numel() >= n:
-            return candidates.topk(n, sorted=False).values
-    return flat.topk(n, sorted=False).values
+        pos = (flat >= sample.quantile(q).to(flat.dtype)).nonzero().squeeze(1)
+        if pos.numel() >= n:
+            return pos, flat[pos]
+    tau = flat.topk(n, sorted=False).values.min()
+    pos = (flat >= tau).nonzero().squeeze(1)
+    return pos, flat[pos]
 
 
 def select_mutual_choice(pre: Float[Tensor, "batch d_sae"], k: int, gather=None) -> tuple[Tensor, Tensor]:
-    """Global top-(k·batch) over tokens × features; batch = the global batch under data parallelism."""
+    """Global top-(k·batch) over tokens × features; batch = the global batch under data parallelism.
+    Exactly k·batch entries even where values tie at the cut (common in bfloat16): the first ties in
+    row order (on ranks in rank order) fill the quota."""
     world = 1 if gather is None else gather(torch.ones(1, device=pre.device)).numel()
     n = k * pre.shape[0] * world
-    tops = _flat_top_values(pre, n)
+    pos, vals = _flat_candidates(pre, n)  # every rank's candidates hold all its entries ≥ the global cut
+    tops = vals.topk(min(n, vals.numel()), sorted=False).values
     if gather is not None:
         tops = gather(tops)
     tau = tops.topk(min(n, tops.numel()), sorted=False).values.min()
-    return _exactly(pre, tau, torch.tensor([n], device=pre.device), gather, per_feature=False)
-
-
-def _exactly(pre: Tensor, tau: Tensor, quota: Tensor, gather, per_feature: bool) -> tuple[Tensor, Tensor]:
-    """(rows, cols) of the entries ≥ tau, but no more than `quota` of them (over the global batch): ties at
-    tau beyond the quota are dropped, the first ones in row order kept (on ranks in rank order). Ties are
-    rare in float32 but common in bfloat16 (8 mantissa bits), where taking them all would lift L0 above k.
-    per_feature: tau and quota are per column (Feature Choice); else one cut for the whole matrix."""
-    sel = pre >= tau
-    count = sel.sum(0) if per_feature else sel.sum()[None]
-    world = 1
+    above, tie = vals > tau, vals == tau
+    counts = torch.stack([above.sum(), tie.sum()])
     if gather is not None:
-        parts = gather(count).view(-1, count.numel())  # [world, ...]
-        world, total = parts.shape[0], parts.sum(0)
+        every = gather(counts).view(world, 2)
+        n_above, ties_before = every[:, 0].sum(), every[: torch.distributed.get_rank(), 1].sum()
     else:
-        total = count
-    if not (total > quota).any():  # the usual case: no ties past the quota (one host sync, as nonzero needs anyway)
-        return sel.nonzero(as_tuple=True)
-    above = pre > tau
-    ties = sel & ~above
-    n_above = above.sum(0) if per_feature else above.sum()[None]
-    n_ties = count - n_above
-    if world > 1:  # ties on lower ranks are taken first
-        rank = torch.distributed.get_rank()
-        before = gather(n_ties).view(world, -1)[:rank].sum(0)
-        n_above = gather(n_above).view(world, -1).sum(0)
-    else:
-        before = torch.zeros_like(n_ties)
-    need = (quota - n_above - before).clamp(min=0)  # ties this rank may take
-    order = ties.long().cumsum(0) if per_feature else ties.flatten().long().cumsum(0).view_as(ties)
-    return (above | (ties & (order <= need))).nonzero(as_tuple=True)
+        n_above, ties_before = counts[0], counts.new_zeros(())
+    take = above | (tie & (tie.long().cumsum(0) <= n - n_above - ties_before))
+    pos = pos[take]
+    return pos // pre.shape[1], pos % pre.shape[1]
 
 
 def zipf_targets(density: Float[Tensor, " d_sae"], k: float, exponent: float = 1.0) -> Float[Tensor, " d_sae"]:
@@ -160,28 +149,58 @@ def fc_plan(d_sae: int, k: int, batch: int, density: Tensor | None = None, devic
 def select_feature_choice(pre: Float[Tensor, "batch d_sae"], k: int, gather=None, density: Tensor | None = None,
                           plan: FCPlan | None = None) -> tuple[Tensor, Tensor]:
     """Feature f takes its m_f largest tokens of the (global) batch (`fc_capacity`, grouped by `fc_plan`;
-    the plan is built here when none is given)."""
+    the plan is built here when none is given). Exactly m_f even where values tie at the feature's cut
+    (common in bfloat16): the first tied tokens in batch order (on ranks in rank order) fill it, so
+    data-parallel ranks select exactly what one process selects."""
     world = 1 if gather is None else gather(torch.ones(1, device=pre.device)).numel()
     d_sae = pre.shape[1]
     plan = plan or fc_plan(d_sae, k, pre.shape[0] * world, density, pre.device)
     pre_t = pre.T.contiguous()  # [d_sae, batch]
-    if plan.groups[0][0] is None:
-        kth = _mth_largest(pre_t, plan.m, plan.groups[0][1], gather, world)
-    else:
-        kth = torch.empty(d_sae, dtype=pre.dtype, device=pre.device)
-        for idx, m_max in plan.groups:
-            kth[idx] = _mth_largest(pre_t[idx], plan.m[idx], m_max, gather, world)
-    return _exactly(pre, kth, plan.m, gather, per_feature=True)
+    rows, cols, tied_feats, tied_kth, tied_need = [], [], [], [], []
+    for idx, m_max in plan.groups:
+        feats = torch.arange(d_sae, device=pre.device) if idx is None else idx
+        block = pre_t if idx is None else pre_t[idx]
+        top, kth, n_above, tied = _mth_largest(block, plan.m[feats], m_max, gather, world)
+        # Every entry above the cut is in this rank's top list; so are all entries at the cut, unless the
+        # cut's value continues past the capacity (`tied`): those features take their tied tokens below.
+        pick = torch.where(tied[:, None], top.values > kth[:, None], top.values >= kth[:, None])
+        f, slot = pick.nonzero(as_tuple=True)
+        rows.append(top.indices[f, slot])
+        cols.append(feats[f])
+        tied_feats.append(feats[tied]), tied_kth.append(kth[tied]), tied_need.append((plan.m[feats] - n_above)[tied])
+    feats, kth, need = torch.cat(tied_feats), torch.cat(tied_kth), torch.cat(tied_need)
+    if feats.numel():  # bfloat16 mostly: the first tied tokens in batch order (lower ranks first) fill the capacity
+        j, t_rows = (pre_t[feats] == kth[:, None]).nonzero(as_tuple=True)  # by feature, in batch order
+        counts = torch.bincount(j, minlength=feats.numel())
+        rank_in_feature = torch.arange(j.numel(), device=pre.device) - (counts.cumsum(0) - counts)[j]
+        if gather is not None:
+            need = need - gather(counts).view(world, -1)[: torch.distributed.get_rank()].sum(0)
+        take = rank_in_feature < need.clamp(min=0)[j]
+        rows.append(t_rows[take])
+        cols.append(feats[j[take]])
+    rows, cols = torch.cat(rows), torch.cat(cols)
+    order = torch.argsort(rows * d_sae + cols)
+    return rows[order], cols[order]
 
 
-def _mth_largest(pre_t: Float[Tensor, "n batch"], m: Int[Tensor, " n"], m_max: int, gather, world: int) -> Float[Tensor, " n"]:
-    """Each row's m-th largest value over the global batch; +inf where m = 0 (the row takes nothing).
-    `m_max` ≥ every m (a host integer, so no device sync)."""
-    m_max = min(m_max, pre_t.shape[1])
-    if m_max == 0 or m.numel() == 0:
-        return torch.full((m.numel(),), float("inf"), dtype=pre_t.dtype, device=pre_t.device)
-    top = pre_t.topk(m_max, dim=1).values  # [n, m_max], sorted descending
-    if gather is not None:  # every rank's local top-m, then each row's m-th largest overall
-        top = gather(top.T.contiguous()).reshape(world * m_max, -1).T.sort(dim=1, descending=True).values
-    kth = top.gather(1, (m.clamp(min=1) - 1).clamp(max=top.shape[1] - 1)[:, None]).squeeze(1)
-    return torch.where(m > 0, kth, torch.full_like(kth, float("inf")))
+def _mth_largest(pre_t: Float[Tensor, "n batch"], m: Int[Tensor, " n"], m_max: int, gather, world: int):
+    """Per row: this rank's top list (values and token indices, largest first, m_max + 1 long) and, over
+    the global batch, the m-th largest value (+inf where m = 0: the row takes nothing), how many values
+    lie above it, and whether the (m+1)-th ties it. `m_max` ≥ every m (a host integer, so no device
+    sync); each rank's top m_max + 1 holds every value the three answers need."""
+    n = m.numel()
+    take = min(m_max + 1, pre_t.shape[1])
+    if m_max == 0 or n == 0:
+        empty = torch.return_types.topk((pre_t[:, :0], torch.zeros(n, 0, dtype=torch.long, device=pre_t.device)))
+        return (empty, torch.full((n,), float("inf"), dtype=pre_t.dtype, device=pre_t.device),
+                torch.zeros(n, dtype=torch.long, device=pre_t.device), torch.zeros(n, dtype=torch.bool, device=pre_t.device))
+    local = row_topk(pre_t, take, sorted=True)  # [n, take], sorted descending
+    top = local.values
+    if gather is not None:  # every rank's local top list, merged
+        top = gather(top.T.contiguous()).reshape(world * take, -1).T.sort(dim=1, descending=True).values
+    pos = (m.clamp(min=1) - 1).clamp(max=top.shape[1] - 1)[:, None]
+    kth = top.gather(1, pos).squeeze(1)
+    following = top.gather(1, (pos + 1).clamp(max=top.shape[1] - 1)).squeeze(1)
+    tied = (m > 0) & (pos.squeeze(1) + 1 < top.shape[1]) & (following == kth)
+    kth = torch.where(m > 0, kth, torch.full_like(kth, float("inf")))
+    return local, kth, (top > kth[:, None]).sum(1), tied
