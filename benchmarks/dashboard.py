@@ -58,9 +58,13 @@ def main() -> None:
     if args.runs:
         root = Path(args.runs)
     else:
-        from app_fixtures import make_runs
+        from app_fixtures import make_runs, make_tiny_llama
 
-        root = make_runs(Path(tempfile.mkdtemp()) / "runs")
+        from interp.models import load_model
+
+        tmp = Path(tempfile.mkdtemp())
+        tiny = make_tiny_llama(tmp / "tiny-llama", load_model("smollm2-135m", quiet=True).tokenizer)
+        root = make_runs(tmp / "runs", tiny)
     os.environ["INTERP_RUNS"] = str(root)
     rows = {}
     for page in PAGES:

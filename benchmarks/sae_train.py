@@ -23,7 +23,7 @@ Quality (--quality, a real store): every mode trains on the same batches in the 
 store's rows minus its last 16,384, outliers above 10x the median norm removed for everyone, a seeded
 shuffle per pass), learning rate constant, and is scored on the held-out last 16,384 rows: FVU
 (Σ|x - x̂|² / Σ|x - x̄|²) after 70, 140 and 210 steps (or --steps), and the features that fire on none of
-the held-out rows. Results: benchmarks/results/sae_train[_quality][_cuda].json.
+the held-out rows; Mutual / Feature Choice apply their rule over held-out batches of 4,096, as trained. Results: benchmarks/results/sae_train[_quality][_cuda].json.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import report
+from interp.sae.models import BATCH_KINDS
 from interp.sae.train import SAETrainConfig, build, train_step
 from interp.store import StoreWriter, open_store
 
@@ -121,10 +122,10 @@ def make_trainee(store_dir: str, mode: str, device: str, seed: int = 0) -> Train
         def step(x):
             train_step(sae, opt, x, cfg, state, sync=False)
 
-        def infer(f):
-            def run(x):
+        def infer(f):  # float32; the batch rules applied over the batch as in training (their "as trained" FVU:
+            def run(x):    # the thresholds are calibrated only at the end of a run, which this loop never reaches)
                 was, dt = sae.training, sae.compute_dtype
-                sae.eval()
+                sae.train(kind in BATCH_KINDS)
                 sae.compute_dtype = torch.float32
                 try:
                     with torch.no_grad():
@@ -134,7 +135,7 @@ def make_trainee(store_dir: str, mode: str, device: str, seed: int = 0) -> Train
                     sae.compute_dtype = dt
             return run
 
-        return Trainee(step, infer(sae), infer(lambda x: (sae.dense_encode(x) > 0).any(0).cpu()))
+        return Trainee(step, infer(lambda x: sae.decode(sae.encode(x))), infer(lambda x: (sae.encode(x).dense() > 0).any(0).cpu()))
     if mode.startswith("sparsify_"):
         from sparsify import SparseCoder, SparseCoderConfig
 

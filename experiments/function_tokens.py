@@ -30,7 +30,8 @@ steps) asserts claims 1, 2, 4 and 5 and reports 3 and 6 as notes: which content 
 occurrences depends on the store's size, and the toy LM's group losses have not separated by step 300.
 
 Compute dtype (`dtype`): SmolLM2 runs in bfloat16 by default, for caching the store (its own folder,
-<store>-bfloat16) and for the held-out losses of claim 4; the SAE and the toy LM train in float32.
+<store>-bfloat16) and for the held-out losses of claim 4; the toy LM trains in float32 and the SAE in
+the trainer's `sae.dtype` (auto: bfloat16 where the CPU has bf16 matrix units).
 Measured (BENCHMARKS.md, "Forwards in bfloat16": benchmarks/forward_dtype.py, SmolLM2 float32 against bfloat16 on the same inputs): the cached activations differ from float32's by 0.2% of their variance, the clean
 next-token loss by 0.0007 nats (the groups of claim 4 differ by tenths of a nat), and caching runs ~2.9x
 faster on one core.

@@ -19,8 +19,9 @@ Also reported: the batch-independent (threshold) inference's L0 and FVU, CE loss
 when each SAE is spliced into the model, and ReLU-L1's FVU at the same L0.
 
 Compute dtype (`dtype`): the store is cached with bfloat16 forwards by default (its own folder,
-<store>-bfloat16, beside the float32 one); the SAEs train and are spliced into a float32 model whatever it
-says. Measured (BENCHMARKS.md, "Forwards in bfloat16": benchmarks/forward_dtype.py, SmolLM2 float32 against bfloat16 on the same inputs): the bfloat16 activations differ from float32's by 0.2% of their variance (median
+<store>-bfloat16, beside the float32 one); CE loss recovered splices the SAEs into a float32 model
+whatever it says. The SAEs train in the trainer's own `sae.dtype` (auto: bfloat16 on CPUs with AMX /
+AVX512-BF16; BENCHMARKS.md, "Quality at equal steps": bf16 moves TopK's held-out FVU by ≤ 0.0001). Measured (BENCHMARKS.md, "Forwards in bfloat16": benchmarks/forward_dtype.py, SmolLM2 float32 against bfloat16 on the same inputs): the bfloat16 activations differ from float32's by 0.2% of their variance (median
 1.2% of each vector's norm), far below any SAE's FVU here, and caching runs ~2.9x faster on one core
 (2.5x was the goal).
 """
@@ -81,8 +82,8 @@ class Config:
     seed: NonNegInt = 0
     """Seed of the SAEs and the data order (the store's corpus order is fixed)."""
     dtype: OneOf(*MODEL_DTYPES) = "bfloat16"
-    """Compute dtype of the forward passes that cache the store: float32, bfloat16 or float16. The SAEs train and
-    CE loss recovered is measured in float32 whatever this says. See the module docstring."""
+    """Compute dtype of the forward passes that cache the store: float32, bfloat16 or float16. CE loss recovered
+    is measured in float32 whatever this says; the SAEs' own dtype is sae.dtype. See the module docstring."""
 
     def check(self) -> None:
         if self.holdout >= self.tokens:

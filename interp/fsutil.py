@@ -137,3 +137,25 @@ def sha256(path: str | Path) -> str:
         while chunk := f.read(1 << 24):
             h.update(chunk)
     return h.hexdigest()
+
+
+@contextmanager
+def exclusive(target: str | Path, quiet: bool = False):
+    """Hold `.<name>.lock` beside `target` so only one process writes it at a time; a second one waits
+    (saying so) and then finds the target as the first left it. The operating system drops the lock
+    when its holder dies, so a killed writer never blocks the next."""
+    import fcntl
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not quiet:
+                print(f"interp: waiting for another process writing {target}", flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

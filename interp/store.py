@@ -266,7 +266,18 @@ def _encoder(model: Model) -> Callable[[str], list[int]]:
     return model.encode
 
 
-def cache_activations(
+def cache_activations(model: str | Model, hook: str, n_tokens: int, out: str | Path, *args, quiet: bool = False, **kwargs) -> Store:
+    """Run `model` over `n_tokens` tokens of the local corpus and write the activations at `hook` to the
+    store `out`, or finish / check the store already there (`_cache_activations` says how). One process
+    at a time: a second one caching into the same folder (two experiments sharing a store) waits for the
+    first, then finds the store complete, instead of both writing the same shards."""
+    from interp.fsutil import exclusive
+
+    with exclusive(out, quiet=quiet):
+        return _cache_activations(model, hook, n_tokens, out, *args, quiet=quiet, **kwargs)
+
+
+def _cache_activations(
     model: str | Model,
     hook: str,
     n_tokens: int,
@@ -282,7 +293,8 @@ def cache_activations(
     model_dtype: str | None = None,
 ) -> Store:
     """Run `model` (a spec or a loaded Model) over `n_tokens` tokens of the local corpus and write
-    the activations at `hook` to the store `out`, or finish / check the store already there.
+    the activations at `hook` to the store `out`, or finish / check the store already there. Callers
+    use `cache_activations`, which holds the store's lock around this.
 
     `dtype` is the storage dtype; `model_dtype` the forward passes' compute dtype ("float32",
     "bfloat16", "float16"): a spec is loaded in it (default float32), a loaded Model must already

@@ -9,6 +9,19 @@ import os
 from pathlib import Path
 
 
+def make_tiny_llama(folder: Path, tokenizer) -> Path:
+    """A 2-layer random Llama (GQA: 4 query / 2 KV heads) saved as a local HF folder, with `tokenizer` (SmolLM2's)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def make_runs(root: Path, tiny_llama: Path) -> Path:
     old = os.environ.get("INTERP_RUNS")
     os.environ["INTERP_RUNS"] = str(root)  # the CLI and create_run write under it

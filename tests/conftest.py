@@ -21,15 +21,9 @@ def smollm2():
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory, smollm2):
     """A 2-layer random Llama (GQA: 4 query / 2 KV heads) saved as a local HF folder, with SmolLM2's tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from app_fixtures import make_tiny_llama
 
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    cfg = LlamaConfig(vocab_size=smollm2.info.d_vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False)
-    torch.manual_seed(0)
-    LlamaForCausalLM(cfg).save_pretrained(folder)
-    smollm2.tokenizer.save_pretrained(folder)
-    return folder
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), smollm2.tokenizer)
 
 
 @pytest.fixture

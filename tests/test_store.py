@@ -247,3 +247,21 @@ def test_smollm2_cache_matches_a_full_forward(smollm2, tmp_path):
     torch.testing.assert_close(store.read(0, len(direct)), direct, rtol=2e-3, atol=2e-3)
     text = smollm2.tokenizer.decode(store.row_tokens()[:200].tolist())
     assert any(word in text for word in ("def ", "import ", "self", "the "))
+
+
+def test_a_second_writer_waits_for_the_first(toy, tmp_path):
+    """Two processes caching into one store (two experiments sharing it) must not write the same shards
+    at once: the second waits for the first's lock, then finds the store complete."""
+    import threading
+
+    from interp.fsutil import exclusive
+
+    out, done = tmp_path / "shared", {}
+    with exclusive(out):  # another writer holds the store
+        t = threading.Thread(target=lambda: done.setdefault("store", cache_activations(toy, HOOK, 3000, out, **ARGS)))
+        t.start()
+        t.join(1.5)
+        assert t.is_alive() and not (out / "manifest.json").exists()  # waiting, nothing written
+    t.join(60)
+    assert not t.is_alive() and done["store"].n_tokens == 3000
+    done["store"].verify()

@@ -328,8 +328,8 @@ def train_step(sae: SAE, opt, x: Float[Tensor, "batch d_in"], cfg: SAETrainConfi
     if not sync:
         return None
     sums = d.sum(torch.stack([err.sum().detach(), *(v.detach() for v in parts.values())])).cpu()
-    kept = max(float(n_kept), 1.0)
-    out = {"mse": sums[0].item() / kept, "fvu": sums[0].item() / kept / float(variance), "l0": float(l0),
+    n = max(float(n_kept), 1.0)
+    out = {"mse": sums[0].item() / n, "fvu": sums[0].item() / n / float(variance), "l0": float(l0),
            "dead": int(dead.sum()), "dense": int((sae.density > cfg.dense_density).sum()),
            "outliers": int(state["outliers"]),
            **{k: sums[1 + i].item() / d.world for i, k in enumerate(parts)}}
