@@ -43,10 +43,17 @@ def cfg(store, **kw) -> SAETrainConfig:
 @pytest.mark.parametrize("kind", ["topk", "mutual_choice", "feature_choice", "relu"])
 def test_every_kind_learns_and_saves(store, tmp_path, kind, dtype):
     extra = {"target_l0": 4.0, "l1_coef": 0.05} if kind == "relu" else {}
-    sae, last = train_sae(cfg(store, kind=kind, dtype=dtype, **extra), Run(tmp_path), quiet=True)
+    from interp.sae.train import build
+
+    c = cfg(store, kind=kind, dtype=dtype, **extra)
+    untrained, _, state = build(c, open_store(store))  # the same start, before any step
+    x = next(open_store(store).batches(256, buffer_tokens=4096))
+    with torch.no_grad():
+        start = float((x - untrained(x)).pow(2).sum(-1).mean() / state["variance"])
+    sae, last = train_sae(c, Run(tmp_path), quiet=True)
     assert last["compute_dtype"] == dtype and sae.compute_dtype == torch.float32  # trained in dtype, infers in float32
     rows = Run(tmp_path).metrics()
-    assert rows[0]["fvu"] > 1.5 * last["fvu"] and last["fvu"] < 0.35, (rows[0]["fvu"], last["fvu"])
+    assert start > 1.5 * last["fvu"] and rows[0]["fvu"] > last["fvu"] and last["fvu"] < 0.35, (start, rows[0]["fvu"], last["fvu"])
     if kind == "relu":  # b_enc starts at the target density and the L1 controller keeps L0 near it
         assert 2 < last["l0"] < 8, last["l0"]
     else:

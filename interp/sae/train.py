@@ -56,10 +56,11 @@ class SAETrainConfig:
     """Adam learning rate (betas 0.9, 0.999); decays linearly to 0 over the last `decay_frac` of steps."""
     decay_frac: Share = 0.2
     """Share of the steps, at the end, over which the learning rate decays to 0."""
-    enc_init: PosFloat = 0.577
-    """Norm of each encoder row at the start: W_enc starts as the unit-norm decoder rows times this. 0.577
-    (1/√3) is nn.Linear's default scale, which sparsify starts from; unit rows (1.0) learned less per step
-    (BENCHMARKS.md: held-out FVU 0.216 vs 0.196 after 210 SmolLM2 steps)."""
+    enc_init: NonNegFloat = 0.0
+    """Norm of each encoder row at the start: W_enc starts as the unit-norm decoder rows times this. 0: 0.577
+    (1/√3, nn.Linear's default scale, which sparsify starts from) for topk / mutual / feature choice, where
+    unit rows learned less per step (BENCHMARKS.md: held-out FVU 0.216 vs 0.196 after 210 SmolLM2 steps);
+    1.0 for relu, whose L1 controller holds its target L0 less well from the smaller start."""
     aux_k_coef: NonNegFloat = 1 / 32
     """Weight of aux_k_loss: dead features reconstruct the error (Gao et al. 2024). 0 turns it off."""
     k_aux: NonNegInt = 0
@@ -247,7 +248,7 @@ def build(cfg: SAETrainConfig, store, d: Dist | None = None) -> tuple[SAE, torch
     sae.compute_dtype = resolve_dtype(cfg.dtype, cfg.device)[0]
     with torch.no_grad():
         sae.b_dec.copy_(mean.to(cfg.device))
-        sae.W_enc.mul_(cfg.enc_init)
+        sae.W_enc.mul_(cfg.enc_init or (1.0 if cfg.kind == "relu" else 0.577))
         if cfg.kind == "relu":  # start each feature at the target density: b_enc at its pre-activation quantile
             x = sample[:4096].to(cfg.device)  # [n, d_in]
             pre = (x - sae.b_dec) @ sae.W_enc.T  # [n, d_sae]
