@@ -10,7 +10,7 @@ Every mode trains the same shape: d_in 576, d_sae 4608, k 32, batch 4096 tokens,
                          its forward, fvu.backward(), its decoder-gradient projection, Adam; _bf16 has its
                          weights and inputs in bfloat16 (on CPU it has no autocast)
   sae_lens_topk          `sae_lens.SAETrainer.step` with a TopKTrainingSAE (float32)
-  ours_topk_enc<X>       ablation: the encoder's rows start at norm X (default 0.577; 1.0 was our old start)
+  ours_topk_enc<X>       ablation: the encoder's rows start at norm X (default 0.577 for TopK; 1.0 was our old start)
   ours_topk_sparsify_init, ours_topk_eps8   ablations: sparsify's exact initial weights; Adam's eps at 1e-8
 
 Speed (default): modes run round-robin in one process on batches read from the store; the table gives
@@ -102,7 +102,8 @@ def make_trainee(store_dir: str, mode: str, device: str, seed: int = 0) -> Train
         kind = "topk" if ablation else name.removesuffix("_zipf")
         cfg = SAETrainConfig(store=store_dir, kind=kind, fc_capacity="zipf" if name.endswith("_zipf") else "uniform",
                              expansion=D_SAE // D_IN, k=K, batch_size=BATCH, lr=LR, device=device, seed=seed,
-                             dtype="bfloat16" if mode.endswith("_bf16") else "float32")
+                             dtype="bfloat16" if mode.endswith("_bf16") else "float32",
+                             enc_init=float(ablation[3:]) if ablation.startswith("enc") else 0.0)  # enc<X>: rows start at norm X
         sae, opt, state = build(cfg, store)
         if ablation == "sparsify_init":  # sparsify's initial weights: nn.Linear's encoder, the decoder its normalised copy
             from sparsify import SparseCoder, SparseCoderConfig
@@ -112,9 +113,6 @@ def make_trainee(store_dir: str, mode: str, device: str, seed: int = 0) -> Train
             with torch.no_grad():
                 sae.W_enc.copy_(sc.encoder.weight)
                 sae.W_dec.copy_(sc.W_dec)
-        if ablation.startswith("enc"):  # encoder rows at this norm at the start
-            cfg.enc_init = float(ablation[3:])
-            sae, opt, state = build(cfg, store)
         if ablation == "eps8":
             for group in opt.param_groups:
                 group["eps"] = 1e-8

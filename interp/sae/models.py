@@ -39,8 +39,8 @@ from dataclasses import dataclass
 import warnings
 
 import torch
-from jaxtyping import Float, Int
 import torch.nn.functional as F
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from interp import InterpError
