@@ -7,8 +7,9 @@ Names are TransformerLens's (`blocks.{l}.attn.hook_pattern`, `blocks.{l}.hook_re
 tensors come back in TransformerLens's shapes whichever backend ran the model:
 
     backend "transformer_lens": HookedTransformer (toy models) or TransformerBridge (HF models)
-    backend "nnsight":          nnsight over the same weights; for HF Llama-family models each name
-                                maps to a module's input/output (table `_LLAMA_SITES` below)
+    backend "nnsight":          nnsight over the same weights; for HF models each name maps to a
+                                module's input/output, one table per family (`interp.families`:
+                                Llama/Mistral/Qwen2/Qwen3, Gemma-2/3, GPT-2, GPT-NeoX)
 
 A patch is a tensor (replaces the activation) or a function `f(act) -> act` on the TL-shaped
 activation. A captured activation is the value after any patch at that hook. An unknown name is a
@@ -18,15 +19,13 @@ activation. A captured activation is the value after any patch at that hook. An 
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp import InterpError
+from interp import InterpError, families
 from interp.models import Model
 
 BACKENDS = ("transformer_lens", "nnsight")
@@ -64,7 +63,8 @@ def hook_names(model: Model, backend: str = "transformer_lens") -> list[str]:
     """Valid hook names for `backend`, in execution order."""
     names = list(hook_shapes(model))
     if backend == "nnsight" and model.kind == "hf":
-        return [n for n in names if _llama_site(n) is not None]
+        sites = families.table(model.module)
+        return [n for n in names if families.site(sites, n) is not None]
     if backend == "nnsight":
         repeated = _repeated_hooks(model)
         return [n for n in names if n not in repeated]
@@ -97,12 +97,8 @@ def _repeated_hooks(model: Model) -> dict[str, int]:
 def check_names(model: Model, names: Sequence[str], backend: str = "transformer_lens") -> None:
     if backend not in BACKENDS:
         raise InterpError(f"Unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}.")
-    model_type = getattr(getattr(model.module, "config", None), "model_type", None)
-    if backend == "nnsight" and model.kind == "hf" and model_type not in LLAMA_FAMILY:
-        raise InterpError(
-            f"The nnsight backend maps hook names for Llama-family models ({', '.join(sorted(LLAMA_FAMILY))}); "
-            f"{model.spec} is {model_type!r}. Use the transformer_lens backend for it."
-        )
+    if backend == "nnsight" and model.kind == "hf":
+        families.table(model.module, model.spec)  # an unmapped family: which ones are mapped, and what to use
     valid = hook_names(model, backend)
     valid_set = set(valid)
     for name in names:
@@ -204,48 +200,6 @@ def _run_tl(model, tokens, names, capture, patch, stop_early):
 # --------------------------------------------------------------------------------- nnsight backend
 
 
-@dataclass(frozen=True)
-class _Site:
-    path: str  # envoy path; "{l}" is the layer index
-    attr: str  # "output" or "input"
-    split: str | None = None  # reshape the last dim to (heads, d_head): "q" uses n_heads, "kv" n_kv_heads
-
-
-LLAMA_FAMILY = {"llama", "mistral", "qwen2"}
-# HF Llama-family module layout (Llama, Mistral, Qwen2, SmolLM2) -> TransformerLens names. The
-# attention scores and pattern live inside `eager_attention_forward`, reached through nnsight's
-# `.source` (the HF model is loaded with attn_implementation="eager").
-_SOFTMAX = "model.layers.{l}.self_attn.source.attention_interface_1.source.nn_functional_softmax_0"
-_LLAMA_SITES = {
-    "hook_embed": _Site("model.embed_tokens", "output"),
-    "blocks.{l}.hook_resid_pre": _Site("model.layers.{l}", "input"),
-    "blocks.{l}.ln1.hook_out": _Site("model.layers.{l}.input_layernorm", "output"),
-    "blocks.{l}.attn.hook_q": _Site("model.layers.{l}.self_attn.q_proj", "output", "q"),
-    "blocks.{l}.attn.hook_k": _Site("model.layers.{l}.self_attn.k_proj", "output", "kv"),
-    "blocks.{l}.attn.hook_v": _Site("model.layers.{l}.self_attn.v_proj", "output", "kv"),
-    "blocks.{l}.attn.hook_attn_scores": _Site(_SOFTMAX, "input"),
-    "blocks.{l}.attn.hook_pattern": _Site(_SOFTMAX, "output"),
-    "blocks.{l}.attn.hook_z": _Site("model.layers.{l}.self_attn.o_proj", "input", "q"),
-    "blocks.{l}.hook_attn_out": _Site("model.layers.{l}.self_attn.o_proj", "output"),
-    "blocks.{l}.hook_resid_mid": _Site("model.layers.{l}.post_attention_layernorm", "input"),
-    "blocks.{l}.ln2.hook_out": _Site("model.layers.{l}.post_attention_layernorm", "output"),
-    "blocks.{l}.mlp.hook_pre": _Site("model.layers.{l}.mlp.gate_proj", "output"),
-    "blocks.{l}.mlp.hook_pre_linear": _Site("model.layers.{l}.mlp.up_proj", "output"),
-    "blocks.{l}.mlp.hook_post": _Site("model.layers.{l}.mlp.down_proj", "input"),
-    "blocks.{l}.hook_mlp_out": _Site("model.layers.{l}.mlp", "output"),
-    "blocks.{l}.hook_resid_post": _Site("model.layers.{l}", "output"),
-    "ln_final.hook_out": _Site("model.norm", "output"),
-    "hook_unembed": _Site("lm_head", "output"),
-}
-
-
-def _llama_site(name: str) -> tuple[_Site, int | None] | None:
-    m = re.fullmatch(r"blocks\.(\d+)\.(.+)", name)
-    layer, key = (int(m.group(1)), "blocks.{l}." + m.group(2)) if m else (None, name)
-    site = _LLAMA_SITES.get(key)
-    return (site, layer) if site else None
-
-
 def _envoy(root, path: str):
     env = root
     for part in path.split("."):
@@ -259,29 +213,34 @@ def _run_nnsight(model, tokens, names, capture, patch, stop_early):
     info = model.info
     saved: dict[str, Tensor] = {}
     nn_model = model.nnsight
-    if model.kind == "hf" and "nnsight_sources" not in model._views:
-        _prime_sources(model)
+    if model.kind == "hf":
+        sites = families.table(model.module)
+        names = sorted(names, key=lambda n: families.execution_key(sites, n))  # the order HF computes them
+        fn = families.attention_fn(model.module)
+        if model._views.get("nnsight_sources") != fn:
+            _prime_sources(model, sites, fn)
     envoys: dict[str, object] = {}  # walk each path once per trace: nnsight waits at `.source` steps
+    values: dict[tuple[str, str], Tensor] = {}  # (path, attr) -> its current value: q, k, v can share one
     logits = None
     with nn_model.trace(tokens) as tracer:
         for name in names:
             if model.kind == "toy":  # HookedTransformer: the hook point is itself a module
-                env, attr, split, layer = _envoy(nn_model, name), "output", None, None
+                path, site = name, families.Site(name, "output")
             else:
-                site, layer = _llama_site(name)
-                path = site.path.format(l=layer)
-                if path not in envoys:
-                    envoys[path] = _envoy(nn_model, path)
-                env = envoys[path]
-                attr, split = site.attr, site.split
-            heads = {"q": info.n_heads, "kv": info.n_kv_heads}.get(split)
-            act = getattr(env, attr)
-            tl_act = act.unflatten(-1, (heads, info.d_head)) if heads else act
+                site, layer = families.site(sites, name)
+                path = site.path.format(l=layer, fn=fn)
+            if path not in envoys:
+                envoys[path] = _envoy(nn_model, path)
+            env, key = envoys[path], (path, site.attr)
+            if key not in values:
+                values[key] = getattr(env, site.attr)
+            tl_act = families.to_tl(site, values[key], info)
             if name in patch:
                 p = patch[name]
                 new = p(tl_act) if callable(p) else p.to(tl_act)
                 _check_shape(name, tl_act, new)
-                setattr(env, attr, new.flatten(-2) if heads else new)
+                values[key] = families.from_tl(site, values[key], new, info)
+                setattr(env, site.attr, values[key])
                 tl_act = new
             if name in capture:
                 saved[name] = nnsight.save(tl_act.detach())
@@ -294,15 +253,16 @@ def _run_nnsight(model, tokens, names, capture, patch, stop_early):
     return logits, saved
 
 
-def _prime_sources(model: Model) -> None:
+def _prime_sources(model: Model, sites: dict, fn: str) -> None:
     """nnsight rewrites a function's source the first time `.source` reaches it, and a rewrite that
     comes after the module started running misses that call. One tiny trace that touches every
-    layer's softmax first makes later traces free to reach it after q/k/v."""
+    layer's softmax first makes later traces free to reach it after q/k/v (again whenever the
+    attention function changes: `families.attention_fn`)."""
     nn_model = model.nnsight
     with nn_model.trace(torch.zeros(1, 1, dtype=torch.long, device=model.device)):
         for layer in range(model.info.n_layers):
-            _envoy(nn_model, _SOFTMAX.format(l=layer)).output
-    model._views["nnsight_sources"] = True
+            _envoy(nn_model, families.softmax_path(sites).format(l=layer, fn=fn)).output
+    model._views["nnsight_sources"] = fn
 
 
 def _check_shape(name: str, act: Tensor, new: Tensor) -> None:

@@ -104,10 +104,11 @@ def test_hook_shapes_are_symbolic_in_batch_and_pos(smollm2):
     assert names.index("blocks.3.attn.hook_v") < names.index("blocks.3.attn.hook_pattern") < names.index("blocks.3.hook_resid_post")
 
 
-def test_nnsight_on_a_non_llama_hf_model_says_which_backend_to_use(tmp_path, smollm2):
-    from transformers import GPT2Config, GPT2LMHeadModel
+def test_nnsight_on_an_unmapped_hf_family_says_which_backend_to_use(tmp_path, smollm2):
+    from transformers import OPTConfig, OPTForCausalLM
 
-    GPT2LMHeadModel(GPT2Config(vocab_size=smollm2.info.d_vocab, n_embd=32, n_layer=1, n_head=2, n_positions=32)).save_pretrained(tmp_path)
+    OPTForCausalLM(OPTConfig(vocab_size=smollm2.info.d_vocab, hidden_size=32, ffn_dim=64, num_hidden_layers=1, num_attention_heads=2,
+                             max_position_embeddings=32, word_embed_proj_dim=32)).save_pretrained(tmp_path)
     smollm2.tokenizer.save_pretrained(tmp_path)
     m = load_model(str(tmp_path))
     tokens = torch.randint(0, 1000, (1, 5))
