@@ -156,6 +156,7 @@ class Config:
 
 QUICK = {"tokens": 98_304, "sae.expansion": 4, "epochs": 1, "heldout_seqs": 32, "toy_vocab": 2048, "toy_train_seqs": 4096,
          "toy_eval_seqs": 128, "toy.steps": 300, "toy.eval_every": 10, "check_budget_claims": False}
+MODELS = {"gemma3-270m": {"hook": "blocks.9.hook_resid_post"}}  # the middle layer, as blocks.15 of SmolLM2's 30
 BUDGET_CLAIMS = ("function_tokens_degree_at_equal_occurrences", "toy_function_to_content_hardest")
 
 

@@ -98,6 +98,7 @@ class Config:
 
 QUICK = {"tokens": 98_304, "holdout": 16384, "sae.expansion": 4, "epochs": 1, "ce_sequences": 8, "check_quality": False,
          "aux_runs": False}  # checks claim 3 and the whole pipeline; 80 steps are too few for claims 1-2
+MODELS = {"gemma3-270m": {"hook": "blocks.9.hook_resid_post"}}  # the middle layer, as blocks.15 of SmolLM2's 30
 
 VARIANTS = {
     "topk": {"kind": "topk", "aux_k_coef": 0.0},

@@ -1,4 +1,4 @@
-"""Attention sinks in SmolLM2-135M-Instruct.
+"""Attention sinks in SmolLM2-135M-Instruct and Gemma-3-270m.
 
 Papers: "When Attention Sink Emerges in Language Models: An Empirical View" (Gu et al., ICLR 2025) for
 the metric Sink_k^ε, and "Efficient Streaming Language Models with Attention Sinks" (Xiao et al.,
@@ -6,6 +6,12 @@ the metric Sink_k^ε, and "Efficient Streaming Language Models with Attention Si
 cut to `seq_len` tokens, run twice: raw (position 0 is the text's first token) and with
 `<|endoftext|>` prepended (position 0 is that token). Measured per layer and head: α_0, Sink_k^0.3
 by position, ‖v‖ / ‖W_O v‖ and ‖resid‖ at position 0 against the rest, Δlogit of the sink key.
+
+The prepended token is the model's sink token (`Model.sink_token_id`): `<|endoftext|>` for SmolLM2,
+`<bos>` for Gemma-3 (the condition keeps the name "endoftext"; results.json names the token). Gemma-3
+was trained with `<bos>` first, so for it the sink condition is the model's own input and "raw" (no
+`<bos>`) is off its training distribution: its corpus perplexity is 148 raw against 24 with `<bos>`
+(SmolLM2, which never needs a BOS, 22.1 against 21.9; `docs/models.md`).
 
 Compute dtype (`dtype`): bfloat16 by default, the statistics in float32. Measured on the quick setting
 (BENCHMARKS.md, "Forwards in bfloat16": benchmarks/forward_dtype.py, SmolLM2 float32 against bfloat16 on the same inputs): α₀ per layer moves by at most 0.009 (goal 0.01; per head by at most 0.028), every claim keeps
@@ -62,6 +68,7 @@ class Config:
 
 
 QUICK = {"n_texts": 16}
+MODELS = {"gemma3-270m": {"first_late_layer": 7}}  # SmolLM2's 12 of 30 layers: the last 60% of 18
 
 
 def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
@@ -75,6 +82,7 @@ def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
         "observations": observations,
         "conditions": {c: {k: _plain(v) for k, v in s.items()} for c, s in out.items()},
         "texts": [{"domain": t.domain, "source": t.source} for t in texts],
+        "sink_token": model.token_strs([model.sink_token_id])[0] if model.sink_token_id is not None else None,
         "corpus": corpus_info(),
     }
 

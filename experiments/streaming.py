@@ -11,7 +11,13 @@ the sequence, so in the `<|endoftext|>` condition that token is replaced too), d
 sliding-window recomputation (the model rerun from scratch on the W tokens before each scored
 position, on every `recompute_stride`-th position; in the `<|endoftext|>` condition each window is
 that token and the W − 1 tokens before the position). NLL counts only positions ≥ 2W. Run twice:
-raw (position 0 is the text's first token) and with `<|endoftext|>` prepended.
+raw (position 0 is the text's first token) and with `<|endoftext|>` prepended (`<bos>` for Gemma-3).
+
+Gemma-3-270m: 15 of its 18 layers attend within a native sliding window of 512 keys, and the other 3
+globally. The limits above come on top: in a sliding layer a query sees the sinks only while they are
+inside its own 512-key window, and "dense" is the model's own attention (sliding layers windowed),
+which is what the masked forward and the KV-cache reference both compute (`evicting_cache_logits`
+evicts per layer type). Windows W < 512 therefore bind in every layer; W ≥ 512 only in the global ones.
 
 Compute dtype (`dtype`): float32 by default. Measured on the quick setting (BENCHMARKS.md, "Forwards in bfloat16": benchmarks/forward_dtype.py, SmolLM2 float32 against bfloat16 on the same inputs): in bfloat16 the
 masked forward and the token-by-token KV cache differ by up to 1.06 in a logit (float32: 1.8e-4), so
@@ -60,7 +66,7 @@ SCORE_CHUNK = 256  # positions unembedded at a time (logits of all T positions w
 @dataclass
 class Config:
     model: str = "smollm2-135m"
-    """Model spec to probe (an HF Llama-family model: the KV-cache check runs its own cache)."""
+    """Model spec to probe (an HF model: the KV-cache check runs its own cache; sliding-window layers keep their window)."""
     seq_len: AtLeast(4) = 2048
     """Tokens of long text per condition (T)."""
     windows: tuple[PosInt, ...] = (128, 256)
@@ -134,7 +140,7 @@ def unembed_nll(model: Model, resid: Float[Tensor, "n d_model"], targets: Int[Te
     parts = []
     with torch.no_grad():
         for r, t in zip(resid.split(SCORE_CHUNK), targets.split(SCORE_CHUNK)):
-            logits = model.module.lm_head(r)  # [chunk, d_vocab]
+            logits = model.module.get_output_embeddings()(r)  # [chunk, d_vocab] (Gemma-3 has no final soft-cap; Gemma-2's would be skipped)
             parts.append(F.cross_entropy(logits.float(), t.to(logits.device), reduction="none").cpu())
     return torch.cat(parts)
 
@@ -223,7 +229,7 @@ def _silent_stderr():
 def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
     model = load_model(cfg.model, quiet=quiet, dtype=cfg.dtype)
     if model.kind != "hf":
-        raise InterpError(f"The streaming experiment needs an HF Llama-family model (it runs the model's own KV cache); "
+        raise InterpError(f"The streaming experiment needs an HF model (it runs the model's own KV cache); "
                           f"{cfg.model} is a toy model.")
     model.check_length(cfg.seq_len)
     hook_shapes(model)  # builds the backend view once, outside any measurement

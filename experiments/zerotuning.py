@@ -69,7 +69,7 @@ SPLITS = ("validation", "test")
 @dataclass
 class Config:
     model: str = "smollm2-135m"
-    """Model spec to probe (it needs a chat template)."""
+    """Model spec to probe (an instruction-tuned model is asked in its chat template, a base model in plain prompts)."""
     tasks: tuple[str, ...] = ("sentiment", "topic", "facts")
     """Task names defined in the data folder's tasks.json."""
     data_dir: str = ""
@@ -110,6 +110,11 @@ class Config:
     """Prompts per forward pass."""
     backend: OneOf(*BACKENDS) = "transformer_lens"
     """Backend that runs the patched model: transformer_lens or nnsight."""
+    prompt: OneOf("auto", "chat", "plain") = "auto"
+    """How an item is asked: chat (system = instruction, user = item, in the model's chat template), plain (the
+    instruction, `shots` solved items, then the item and "Answer:"), or auto (chat when the model has a template)."""
+    shots: NonNegInt = 3
+    """Solved validation items shown first in a plain prompt (never scored; not used by chat prompts)."""
     seed: NonNegInt = 0
     """Seed that picks the items and drives the bootstrap."""
     dtype: OneOf(*MODEL_DTYPES) = "float32"
@@ -128,6 +133,7 @@ class Config:
 QUICK = {"n_val": 3, "n_test": 4, "profile_items": 2, "profile_layers": (2, 20), "profile_heads": (0,), "gammas": (2.0,),
          "temperatures": (0.8,), "sweep_gammas": (0.5, 2.0), "sweep_items": 2, "sweep_layers": (2, 20), "kl_items": 1,
          "kl_stride": 6, "bootstrap": 200}
+MODELS = {"gemma3-270m": {"quick": {"profile_layers": (2, 12), "sweep_layers": (2, 12)}}}  # layer 20 of 30 ~ 12 of 18
 
 
 # ------------------------------------------------------------------------------------------ tasks
@@ -202,22 +208,32 @@ class Prompts:
     task: list[str]
 
 
-def encode(model, tasks: dict[str, Task], split: str, n: int, prepend: bool, seed: int) -> Prompts:
-    """The first `n` items (0: all) of `split` per task, in a seeded order, as chat prompts."""
+def encode(model, tasks: dict[str, Task], split: str, n: int, prepend: bool, seed: int, style: str = "chat",
+           shots: int = 0) -> Prompts:
+    """The first `n` items (0: all) of `split` per task, in a seeded order, as prompts in `style` (see
+    `prompt_style`). A plain prompt shows `shots` solved validation items first; those are the last
+    `shots` of the seeded validation order and never scored."""
     tok, rows, width = model.tokenizer, [], max(len(t.labels) for t in tasks.values())
-    if not getattr(tok, "chat_template", None):
-        raise InterpError(f"{model.spec} has no chat template; the zerotuning tasks are asked as chat turns.")
     for task in tasks.values():
-        items = [i for i in task.items if i["split"] == split]
-        random.Random(seed).shuffle(items)
+        order = {sp: [i for i in task.items if i["split"] == sp] for sp in SPLITS}
+        for items in order.values():
+            random.Random(seed).shuffle(items)
+        demos = order["validation"][len(order["validation"]) - shots:] if style == "plain" and shots else []
+        items = [i for i in order[split] if i not in demos]
         if n > len(items):
-            raise InterpError(f"Task {task.name!r} has {len(items)} {split} items, fewer than the {n} asked for.")
+            raise InterpError(f"Task {task.name!r} has {len(items)} {split} items" + (f" besides its {shots} shots" if demos else "")
+                              + f", fewer than the {n} asked for.")
+        answers_of = lambda item: item["options"] if task.answers == "options" else [task.answers[lab] for lab in task.labels]  # noqa: E731
         for item in items[: n or None]:
-            msgs = [{"role": "system", "content": task.instruction}, {"role": "user", "content": item["text"]}]
-            text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) + task.answer_prefix
+            if style == "chat":
+                msgs = [{"role": "system", "content": task.instruction}, {"role": "user", "content": item["text"]}]
+                text, sep = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) + task.answer_prefix, " " if task.answer_prefix else ""
+            else:  # instruction, solved shots, the item; the answer follows "Answer:" (or the task's own prefix)
+                cue = task.answer_prefix or "Answer:"
+                solved = "".join(f"{_plain_item(d)}\n{cue} {answers_of(d)[task.labels.index(d['label'])]}\n\n" for d in demos)
+                text, sep = f"{task.instruction}\n\n{solved}{_plain_item(item)}\n{cue}", " "
             ids = ([model.sink_token_id] if prepend else []) + model.encode(text)
-            answers = item["options"] if task.answers == "options" else [task.answers[lab] for lab in task.labels]
-            sep = " " if task.answer_prefix else ""
+            answers = answers_of(item)
             firsts = [model.encode(sep + a) for a in answers]
             if task.answers != "options" and any(len(f) != 1 for f in firsts):
                 raise InterpError(f"Task {task.name!r}: every answer must be one token of {model.spec}; got {answers}.")
@@ -227,6 +243,21 @@ def encode(model, tasks: dict[str, Task], split: str, n: int, prepend: bool, see
             rows.append((ids, cand + [-1] * (width - len(cand)), task.labels.index(item["label"]), task.name))
     ids, cands, gold, names = zip(*rows)
     return Prompts(list(ids), torch.tensor(cands), torch.tensor(gold), list(names))
+
+
+def _plain_item(item: dict) -> str:
+    """An item as plain text: its text, and its options when it brings them."""
+    return item["text"] + ("\nOptions: " + ", ".join(item["options"]) if "options" in item else "")
+
+
+def prompt_style(model, requested: str) -> str:
+    """ "chat" or "plain": `auto` is chat when the tokenizer has a chat template (an instruction-tuned
+    model), plain otherwise (a base model such as Gemma-3-270m, which has none)."""
+    has_template = bool(getattr(model.tokenizer, "chat_template", None))
+    if requested == "chat" and not has_template:
+        raise InterpError(f"{model.spec} has no chat template, so prompt = chat cannot be used: choose prompt = plain "
+                          "(instruction, solved shots, the item) or auto.")
+    return requested if requested != "auto" else ("chat" if has_template else "plain")
 
 
 # ------------------------------------------------------------------------------------------ scoring
@@ -364,18 +395,20 @@ def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
         out[cond] = condition(model, tasks, heads, sweep_layers, prepend, cfg, quiet)
         run_dir.log(step, condition=cond, **{f"gain_{t}": r["supervised"]["gain"]["diff"] for t, r in out[cond]["zerotuning"].items()})
     _figures(run_dir, out, names)
-    return {"claims": _claims(out, names, n_layers), "conditions": out, "tasks": {t: _task_info(tasks[t]) for t in names}}
+    return {"claims": _claims(out, names, n_layers), "conditions": out, "tasks": {t: _task_info(tasks[t]) for t in names},
+            "prompt": prompt_style(model, cfg.prompt)}
 
 
 def condition(model, tasks: dict[str, Task], heads, sweep_layers, prepend: bool, cfg: Config, quiet: bool) -> dict:
     names = list(tasks)
-    sets = {"profile": encode(model, tasks, "validation", cfg.profile_items, prepend, cfg.seed),
-            "sweep": encode(model, tasks, "validation", cfg.sweep_items, prepend, cfg.seed)}
+    fmt = dict(style=prompt_style(model, cfg.prompt), shots=cfg.shots)
+    sets = {"profile": encode(model, tasks, "validation", cfg.profile_items, prepend, cfg.seed, **fmt),
+            "sweep": encode(model, tasks, "validation", cfg.sweep_items, prepend, cfg.seed, **fmt)}
     for t in names:
-        sets[f"val:{t}"] = encode(model, {t: tasks[t]}, "validation", cfg.n_val, prepend, cfg.seed)
-        sets[f"test:{t}"] = encode(model, {t: tasks[t]}, "test", cfg.n_test, prepend, cfg.seed)
+        sets[f"val:{t}"] = encode(model, {t: tasks[t]}, "validation", cfg.n_val, prepend, cfg.seed, **fmt)
+        sets[f"test:{t}"] = encode(model, {t: tasks[t]}, "test", cfg.n_test, prepend, cfg.seed, **fmt)
     per_task = -(-cfg.kl_items // len(names))  # ceil
-    kl_pool = encode(model, tasks, "validation", per_task, prepend, cfg.seed).ids  # per_task items of each task in turn
+    kl_pool = encode(model, tasks, "validation", per_task, prepend, cfg.seed, **fmt).ids  # per_task items of each task in turn
     kl_ids = [kl_pool[(i % len(names)) * per_task + i // len(names)] for i in range(cfg.kl_items)]  # round-robin
     score = Scorer(model, cfg, sets)
     first = {model.token_strs([ids[0]])[0] for s in sets.values() for ids in s.ids}

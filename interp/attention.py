@@ -82,16 +82,20 @@ def position0_ratio(norms: Float[Tensor, "... pos"], rest: str = "mean") -> Floa
 
 def sink_delta_logit(scores: Float[Tensor, "... q k"], sink: int = 0, per_query: bool = False) -> Float[Tensor, "..."]:
     """Δlogit of the sink key (Guo et al. 2024): for query q, score[q, sink] minus the mean of
-    score[q, j] over the keys strictly between the sink and the query (sink < j < q). Queries with no
-    such key (q ≤ sink + 1) are NaN with `per_query`, and left out of the mean otherwise."""
+    score[q, j] over the keys strictly between the sink and the query (sink < j < q) that the query can
+    see: keys a sliding window masks (a score of −inf or the dtype's minimum) are left out, and a query
+    whose sink key is masked has no Δlogit. Queries with no such key (q ≤ sink + 1) or a masked sink are
+    NaN with `per_query`, and left out of the mean otherwise."""
+    visible = scores > torch.finfo(scores.dtype).min / 2  # [..., q, k]; masked scores are -inf or the dtype's min
     scores = wide(scores)
     T = scores.shape[-1]
-    others = torch.ones(T, T, dtype=torch.bool, device=scores.device).tril(-1)  # j < q
-    others[:, : sink + 1] = False
-    n_others = others.sum(-1)  # [q]
+    between = torch.ones(T, T, dtype=torch.bool, device=scores.device).tril(-1)  # j < q
+    between[:, : sink + 1] = False
+    others = between & visible
+    n_others = others.sum(-1)  # [..., q]
     mean_others = torch.where(others, scores, torch.zeros((), dtype=scores.dtype)).sum(-1) / n_others.clamp(min=1)
     delta = scores[..., :, sink] - mean_others  # [..., q]
-    delta = delta.masked_fill(n_others == 0, float("nan"))
+    delta = delta.masked_fill((n_others == 0) | ~visible[..., :, sink], float("nan"))
     return delta if per_query else delta.nanmean(-1)
 
 

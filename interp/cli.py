@@ -88,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_models)
 
     s = sub.add_parser("fetch", help="download and convert a real model into the cache ($INTERP_CACHE)")
-    s.add_argument("model", help="model spec, e.g. smollm2-135m")
+    s.add_argument("model", help="a real model: smollm2-135m or gemma3-270m")
     s.set_defaults(func=cmd_fetch)
 
     s = sub.add_parser("hooks", help="list every hook name of a model with its shape")
@@ -238,7 +238,7 @@ def _stored_config(cls, run):
 
 def cmd_run(args) -> int:
     from interp.config import build, to_dict
-    from interp.registry import experiment, run_experiment
+    from interp.registry import base_config, experiment, run_experiment
     from interp.runs import create_run, find_complete_run, format_claims, open_run
 
     mod = experiment(args.name)
@@ -248,7 +248,7 @@ def cmd_run(args) -> int:
         run.resume()  # metrics.jsonl back to the run's own checkpoint, or empty: every step is logged once
         print(f"resuming {run.dir}", file=sys.stderr)
     else:
-        cfg = build(mod.Config, args, args.set, base=dict(getattr(mod, "QUICK", {})) if args.quick else None)
+        cfg = build(mod.Config, args, args.set, base=base_config(mod, _chosen_model(args), args.quick))
         run = find_complete_run(args.name, to_dict(cfg), quick=args.quick) if args.reuse else None
         if run is not None:
             print(f"reusing the complete run in {run.dir} (same config)", file=sys.stderr)
@@ -257,6 +257,16 @@ def cmd_run(args) -> int:
     with _resume_hint(run):
         results = run_experiment(mod, cfg, run, quiet=args.quiet)
     return _report(results, run, format_claims)
+
+
+def _chosen_model(args) -> str | None:
+    """The model a run's options pick (`--set model=...` wins over `--model`, as in `build`), or None."""
+    chosen = getattr(args, "cfg__model", None)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key.strip() == "model":
+            chosen = value.strip()
+    return chosen
 
 
 def _report(results: dict, run, format_claims) -> int:
@@ -426,9 +436,9 @@ def _open_when_up(url: str) -> None:
 def cmd_models(args) -> int:
     from interp.models import REAL_MODELS, TOY_CONFIGS, cache_root
 
-    for spec, desc in REAL_MODELS.items():
+    for spec, real in REAL_MODELS.items():
         cached = (cache_root() / "models" / spec / "checksums.json").exists()
-        print(f"{spec:<18} {desc}  [{'cached' if cached else 'not fetched yet: interp fetch ' + spec}]")
+        print(f"{spec:<18} {real.description}  [{'cached' if cached else 'not fetched yet: interp fetch ' + spec}]")
     for name, kw in TOY_CONFIGS.items():
         shape = f"{kw['n_layers']} layer{'s' * (kw['n_layers'] > 1)}, d_model {kw['d_model']}, {kw['n_heads']} heads" + (", attention only" if kw.get("attn_only") else "")
         print(f"{'toy:' + name:<18} toy HookedTransformer ({shape}), random init")
@@ -437,11 +447,11 @@ def cmd_models(args) -> int:
 
 
 def cmd_fetch(args) -> int:
-    from interp.models import REAL_MODELS, ensure_smollm2
+    from interp.weights import REAL_MODELS, ensure_model
 
     if args.model not in REAL_MODELS:
         raise InterpError(f"{args.model!r} is not a real model to fetch; real models: {', '.join(REAL_MODELS)}.")
-    print(ensure_smollm2())
+    print(ensure_model(args.model))
     return 0
 
 

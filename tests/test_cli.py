@@ -131,3 +131,24 @@ def test_a_failing_experiment_exits_2_and_leaves_an_incomplete_run(capsys, runs_
     assert "internal error (RuntimeError" in err and "--resume" in err and "Traceback" not in err
     (run,) = list_runs()
     assert not run.complete
+
+
+def test_a_models_own_settings_come_under_quick_and_the_users():
+    """`interp run X --model gemma3-270m`: the experiment's MODELS entry for that model (its layers, its
+    hook) is the base, QUICK's budget goes over it, the model's quick entry over that, the user's options last."""
+    import argparse
+
+    from experiments import sae_variants, sinks, zerotuning
+    from interp.cli import _chosen_model
+    from interp.config import build
+    from interp.registry import base_config
+
+    assert base_config(sinks, None, True) == sinks.QUICK  # the Config's default model has no entry
+    assert base_config(sinks, "gemma3-270m", False) == {"first_late_layer": 7}
+    assert base_config(zerotuning, "gemma3-270m", True)["profile_layers"] == (2, 12)
+    assert base_config(zerotuning, "gemma3-270m", False) == {}
+    assert base_config(sae_variants, "gemma3-270m", True)["hook"] == "blocks.9.hook_resid_post"
+    args = argparse.Namespace(cfg__model="gemma3-270m", set=["first_late_layer=9"])
+    assert _chosen_model(args) == "gemma3-270m"
+    assert build(sinks.Config, args, args.set, base=base_config(sinks, _chosen_model(args), True)).first_late_layer == 9
+    assert _chosen_model(argparse.Namespace(cfg__model="gemma3-270m", set=["model=smollm2-135m"])) == "smollm2-135m"

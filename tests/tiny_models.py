@@ -8,9 +8,10 @@ from pathlib import Path
 SPECIALS = ["<|endoftext|>", "<pad>"]
 
 
-def byte_tokenizer():
-    """A byte-level tokenizer with no merges: 256 byte tokens + `SPECIALS` (vocab 258)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+def byte_tokenizer(add_bos: bool = False):
+    """A byte-level tokenizer with no merges: 256 byte tokens + `SPECIALS` (vocab 258); with `add_bos` it
+    puts its BOS first by default, as Gemma's does (the model then counts as trained with it: `needs_bos`)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()  # the 256 printable stand-ins for bytes
@@ -18,12 +19,15 @@ def byte_tokenizer():
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
+    if add_bos:
+        bos = SPECIALS[0]
+        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, vocab[bos])])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
                                    pad_token="<pad>")
 
 
-def make_tiny(folder: Path, family: str, seed: int = 0) -> Path:
-    """A 2-layer random `family` model (a key of RECIPES) saved with `byte_tokenizer()` as an HF folder."""
+def make_tiny(folder: Path, family: str, seed: int = 0, add_bos: bool = False) -> Path:
+    """A 2-layer random `family` model (a key of RECIPES) saved with `byte_tokenizer(add_bos)` as an HF folder."""
     import torch
 
     config, model_cls = RECIPES[family]()
@@ -34,7 +38,7 @@ def make_tiny(folder: Path, family: str, seed: int = 0) -> Path:
             if p.ndim == 1:
                 p.add_(torch.randn_like(p) * 0.2)
     model.save_pretrained(folder)
-    byte_tokenizer().save_pretrained(folder)
+    byte_tokenizer(add_bos).save_pretrained(folder)
     return folder
 
 

@@ -84,7 +84,7 @@ def single_token(spec: str, text: str, what: str) -> int:
 @st.cache_data(show_spinner="Patching every layer, position and head (about a minute on SmolLM2)…", max_entries=8)
 def patch_all(spec: str, clean: str, corrupt: str, good: int, bad: int, noising: bool) -> dict:
     m = model(spec)
-    c, k = torch.tensor([m.encode(clean)]), torch.tensor([m.encode(corrupt)])
+    c, k = torch.tensor([m.prompt(clean)]), torch.tensor([m.prompt(corrupt)])
     lds = {name: logit_diff(run(m, t)[0], good, bad).item() for name, t in (("clean", c), ("corrupted", k))}
     return {"resid": patch_residual(m, c, k, good, bad, noising=noising).numpy(),
             "heads": patch_heads(m, c, k, good, bad, noising=noising).numpy(),
@@ -98,7 +98,7 @@ def patching(spec: str) -> None:
     corrupt = c2.text_input("Corrupted prompt (same number of tokens)", CORRUPT, key="corrupt", bind=URL)
     good = single_token(spec, c1.text_input("Correct answer", " Mary", key="good", bind=URL), "correct answer")
     bad = single_token(spec, c2.text_input("Wrong answer", " John", key="bad", bind=URL), "wrong answer")
-    n_clean, n_corrupt = len(model(spec).encode(clean)), len(model(spec).encode(corrupt))
+    n_clean, n_corrupt = len(model(spec).prompt(clean)), len(model(spec).prompt(corrupt))
     if n_clean != n_corrupt:
         raise InterpError(f"The clean prompt has {n_clean} tokens and the corrupted one {n_corrupt}: patching compares "
                           "them position by position, so reword one until both have the same length.")
@@ -141,7 +141,7 @@ def head_on_both(spec: str, clean: str, corrupt: str) -> None:
     name = f"blocks.{layer}.attn.hook_pattern"
     cols = st.columns(2)
     for col, (what, text) in zip(cols, (("clean", clean), ("corrupted", corrupt))):
-        tokens = torch.tensor([m.encode(text)])
+        tokens = torch.tensor([m.prompt(text)])
         pattern = run(m, tokens, capture=[name])[1][name][0, head:head + 1]  # [1, q, k]
         with col:
             chart(figures.attention_heads(pattern, token_labels(spec, tokens[0]), layer, [head], f"L{layer}H{head} on the {what} prompt"),

@@ -38,7 +38,10 @@ def pick_prompt(spec: str) -> tuple[str, bool]:
         text = load_texts(domain, 32, seed=0)[i].text[:400]
         st.code(text[:400], language="python" if domain == "code" else None)
     sink = m.tokenizer.decode([m.sink_token_id]) if m.sink_token_id is not None else "the sink token"
-    return text, st.checkbox(f"Prepend {sink} (position 0 is the sink token)", key="prepend", bind=URL)
+    label = f"Prepend {sink} (position 0 is the sink token)"
+    if m.needs_bos:
+        label += f"; {spec} was trained with {sink} first, so without it the input is off its training distribution"
+    return text, st.checkbox(label, value=m.needs_bos, key="prepend", bind=URL)
 
 
 def body() -> None:
