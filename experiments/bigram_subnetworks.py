@@ -54,7 +54,7 @@ from toy_tasks.trainer import ToyTrainConfig, lm_loss, train
 PAPER = "Bigram Subnetworks: Mapping to Next Tokens in Transformer Language Models (Chang & Bergen 2025)"
 CLAIMS = [
     "toy: a 2-layer model's bigram subnetwork matches the chain's bigram surprisal (held-out r > 0.9)",
-    "SmolLM2's bigram subnetwork (blocks 0-2) matches bigram surprisal: held-out r ≥ 0.85",
+    "the real model's (SmolLM2's, or --model's) bigram subnetwork (blocks 0-2) matches bigram surprisal: held-out r ≥ 0.85",
     "the subnetwork is more bigram-like than the full model: r ≥ r(full model) + 0.15",
     "kept weights concentrate in the first MLP: MLP0 > MLP1, MLP0 > MLP2, MLP total > attention total",
     "the subnetwork is critical: zeroing it raises held-out loss ≥ 5× more than a same-count random ablation",

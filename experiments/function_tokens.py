@@ -359,7 +359,7 @@ def _claims(cfg: Config, stats: dict, smol: dict, toy: dict) -> list[dict]:
               f"content tokens ({s['content_tokens']}) with ≥ {cfg.sample_n} occurrences", s["ratio"],
               f">= {cfg.degree_ratio_min}", s["ratio"] >= cfg.degree_ratio_min,
               mean_degree_function=s["mean_degree_function"], mean_degree_content=s["mean_degree_content"]),
-        claim("function_to_content_hardest", PAPER, f"SmolLM2's mean next-token loss (nats) by (current -> next) on "
+        claim("function_to_content_hardest", PAPER, f"{cfg.model}'s mean next-token loss (nats) by (current -> next) on "
               f"{smol['next_content']['n'] + smol['next_function']['n']} held-out predictions: function->content highest",
               losses, "function->content = max", max(losses, key=lambda g: _num(losses[g])) == "function->content",
               counts={g: smol[g]["n"] for g in GROUPS}),
