@@ -39,6 +39,15 @@ def _softmax(attn: str) -> str:  # "{fn}": see `attention_fn`
     return attn + ".source.attention_interface_1.source{fn}.nn_functional_softmax_0"
 
 
+def _with(base: dict[str, Site], after: dict[str, dict[str, Site]]) -> dict[str, Site]:
+    """`base` with the sites in after[name] inserted right after `name`: a table's order is execution order."""
+    out = {}
+    for name, s in base.items():
+        out[name] = s
+        out.update(after.get(name, {}))
+    return out
+
+
 # Llama, Mistral, Qwen2 (SmolLM2 is a Llama): pre-norm, separate q/k/v projections, gated MLP.
 _L = "model.layers.{l}"
 _A = _L + ".self_attn"
@@ -66,29 +75,10 @@ LLAMA = {
 
 # Qwen3: Llama plus an RMSNorm on each head's query and key, applied before the transpose (module
 # output [batch, pos, head, d_head]; the bridge's hook_q_normed is [batch, head, pos, d_head]).
-QWEN3 = {
-    "hook_embed": Site("model.embed_tokens", "output"),
-    "blocks.{l}.hook_resid_pre": Site(_L, "input"),
-    "blocks.{l}.ln1.hook_out": Site(_L + ".input_layernorm", "output"),
-    "blocks.{l}.attn.hook_q": Site(_A + ".q_proj", "output", "q"),
-    "blocks.{l}.attn.hook_q_normed": Site(_A + ".q_norm", "output", transpose=True),
-    "blocks.{l}.attn.hook_k": Site(_A + ".k_proj", "output", "kv"),
-    "blocks.{l}.attn.hook_k_normed": Site(_A + ".k_norm", "output", transpose=True),
-    "blocks.{l}.attn.hook_v": Site(_A + ".v_proj", "output", "kv"),
-    "blocks.{l}.attn.hook_attn_scores": Site(_softmax(_A), "input"),
-    "blocks.{l}.attn.hook_pattern": Site(_softmax(_A), "output"),
-    "blocks.{l}.attn.hook_z": Site(_A + ".o_proj", "input", "q"),
-    "blocks.{l}.hook_attn_out": Site(_A + ".o_proj", "output"),
-    "blocks.{l}.hook_resid_mid": Site(_L + ".post_attention_layernorm", "input"),
-    "blocks.{l}.ln2.hook_out": Site(_L + ".post_attention_layernorm", "output"),
-    "blocks.{l}.mlp.hook_pre": Site(_L + ".mlp.gate_proj", "output"),
-    "blocks.{l}.mlp.hook_pre_linear": Site(_L + ".mlp.up_proj", "output"),
-    "blocks.{l}.mlp.hook_post": Site(_L + ".mlp.down_proj", "input"),
-    "blocks.{l}.hook_mlp_out": Site(_L + ".mlp", "output"),
-    "blocks.{l}.hook_resid_post": Site(_L, "output"),
-    "ln_final.hook_out": Site("model.norm", "output"),
-    "hook_unembed": Site("lm_head", "output"),
-}
+QWEN3 = _with(LLAMA, {
+    "blocks.{l}.attn.hook_q": {"blocks.{l}.attn.hook_q_normed": Site(_A + ".q_norm", "output", transpose=True)},
+    "blocks.{l}.attn.hook_k": {"blocks.{l}.attn.hook_k_normed": Site(_A + ".k_norm", "output", transpose=True)},
+})
 
 # Gemma-2: Llama's projections and gated MLP, plus a norm after the attention and after the MLP: the
 # bridge's hook_attn_out / hook_mlp_out are those norms' outputs (what is added to the residual),
@@ -119,31 +109,10 @@ GEMMA2 = {
 }
 
 # Gemma-3 (text): Gemma-2 plus q_norm / k_norm, applied after the transpose ([batch, head, pos, d_head]).
-GEMMA3 = {
-    "hook_embed": Site("model.embed_tokens", "output"),
-    "blocks.{l}.hook_resid_pre": Site(_L, "input"),
-    "blocks.{l}.ln1.hook_out": Site(_L + ".input_layernorm", "output"),
-    "blocks.{l}.attn.hook_q": Site(_A + ".q_proj", "output", "q"),
-    "blocks.{l}.attn.hook_k": Site(_A + ".k_proj", "output", "kv"),
-    "blocks.{l}.attn.hook_v": Site(_A + ".v_proj", "output", "kv"),
+GEMMA3 = _with(GEMMA2, {"blocks.{l}.attn.hook_v": {
     "blocks.{l}.attn.hook_q_normed": Site(_A + ".q_norm", "output"),
     "blocks.{l}.attn.hook_k_normed": Site(_A + ".k_norm", "output"),
-    "blocks.{l}.attn.hook_attn_scores": Site(_softmax(_A), "input"),  # masked (sliding window or causal)
-    "blocks.{l}.attn.hook_pattern": Site(_softmax(_A), "output"),
-    "blocks.{l}.attn.hook_z": Site(_A + ".o_proj", "input", "q"),
-    "blocks.{l}.attn.hook_out": Site(_A + ".o_proj", "output"),
-    "blocks.{l}.hook_attn_out": Site(_L + ".post_attention_layernorm", "output"),
-    "blocks.{l}.hook_resid_mid": Site(_L + ".pre_feedforward_layernorm", "input"),
-    "blocks.{l}.ln2.hook_out": Site(_L + ".pre_feedforward_layernorm", "output"),
-    "blocks.{l}.mlp.hook_pre": Site(_L + ".mlp.gate_proj", "output"),
-    "blocks.{l}.mlp.hook_pre_linear": Site(_L + ".mlp.up_proj", "output"),
-    "blocks.{l}.mlp.hook_post": Site(_L + ".mlp.down_proj", "input"),
-    "blocks.{l}.mlp.hook_out": Site(_L + ".mlp", "output"),
-    "blocks.{l}.hook_mlp_out": Site(_L + ".post_feedforward_layernorm", "output"),
-    "blocks.{l}.hook_resid_post": Site(_L, "output"),
-    "ln_final.hook_out": Site("model.norm", "output"),
-    "hook_unembed": Site("lm_head", "output"),
-}
+}})
 
 # GPT-2: Conv1D projections, q|k|v fused in c_attn (output [batch, pos, 3 * d_model], q first), GELU MLP.
 _H = "transformer.h.{l}"
