@@ -223,17 +223,10 @@ def encode(model, tasks: dict[str, Task], split: str, n: int, prepend: bool, see
         if n > len(items):
             raise InterpError(f"Task {task.name!r} has {len(items)} {split} items" + (f" besides its {shots} shots" if demos else "")
                               + f", fewer than the {n} asked for.")
-        answers_of = lambda item: item["options"] if task.answers == "options" else [task.answers[lab] for lab in task.labels]  # noqa: E731
         for item in items[: n or None]:
-            if style == "chat":
-                msgs = [{"role": "system", "content": task.instruction}, {"role": "user", "content": item["text"]}]
-                text, sep = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) + task.answer_prefix, " " if task.answer_prefix else ""
-            else:  # instruction, solved shots, the item; the answer follows "Answer:" (or the task's own prefix)
-                cue = task.answer_prefix or "Answer:"
-                solved = "".join(f"{_plain_item(d)}\n{cue} {answers_of(d)[task.labels.index(d['label'])]}\n\n" for d in demos)
-                text, sep = f"{task.instruction}\n\n{solved}{_plain_item(item)}\n{cue}", " "
+            text, sep = _prompt(tok, task, item, style, demos)
             ids = ([model.sink_token_id] if prepend else []) + model.encode(text)
-            answers = answers_of(item)
+            answers = _answers(task, item)
             firsts = [model.encode(sep + a) for a in answers]
             if task.answers != "options" and any(len(f) != 1 for f in firsts):
                 raise InterpError(f"Task {task.name!r}: every answer must be one token of {model.spec}; got {answers}.")
@@ -243,6 +236,22 @@ def encode(model, tasks: dict[str, Task], split: str, n: int, prepend: bool, see
             rows.append((ids, cand + [-1] * (width - len(cand)), task.labels.index(item["label"]), task.name))
     ids, cands, gold, names = zip(*rows)
     return Prompts(list(ids), torch.tensor(cands), torch.tensor(gold), list(names))
+
+
+def _answers(task: Task, item: dict) -> list[str]:
+    """The answer text of each label, in label order (an options task: the item's own options)."""
+    return item["options"] if task.answers == "options" else [task.answers[lab] for lab in task.labels]
+
+
+def _prompt(tok, task: Task, item: dict, style: str, demos: list[dict]) -> tuple[str, str]:
+    """The prompt text of `item` and what goes before an answer token (a space, or nothing after a chat turn)."""
+    if style == "chat":
+        msgs = [{"role": "system", "content": task.instruction}, {"role": "user", "content": item["text"]}]
+        text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True) + task.answer_prefix
+        return text, " " if task.answer_prefix else ""
+    cue = task.answer_prefix or "Answer:"  # instruction, solved shots, the item; the answer follows the cue
+    solved = "".join(f"{_plain_item(d)}\n{cue} {_answers(task, d)[task.labels.index(d['label'])]}\n\n" for d in demos)
+    return f"{task.instruction}\n\n{solved}{_plain_item(item)}\n{cue}", " "
 
 
 def _plain_item(item: dict) -> str:

@@ -434,10 +434,11 @@ def _open_when_up(url: str) -> None:
 
 
 def cmd_models(args) -> int:
-    from interp.models import REAL_MODELS, TOY_CONFIGS, cache_root
+    from interp.models import TOY_CONFIGS
+    from interp.weights import REAL_MODELS, model_folder
 
     for spec, real in REAL_MODELS.items():
-        cached = (cache_root() / "models" / spec / "checksums.json").exists()
+        cached = (model_folder(spec) / "checksums.json").exists()
         print(f"{spec:<18} {real.description}  [{'cached' if cached else 'not fetched yet: interp fetch ' + spec}]")
     for name, kw in TOY_CONFIGS.items():
         shape = f"{kw['n_layers']} layer{'s' * (kw['n_layers'] > 1)}, d_model {kw['d_model']}, {kw['n_heads']} heads" + (", attention only" if kw.get("attn_only") else "")

@@ -31,7 +31,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp import InterpError
+from interp import InterpError, families
 from interp.fsutil import atomic_dir
 from interp.weights import REAL_MODELS, cache_root, ensure_model, hf_quiet, model_folder
 
@@ -121,8 +121,6 @@ class Model:
         view: products with it would otherwise keep a gradient graph per layer)."""
         if self.kind == "toy":
             return self.module.W_O[layer].detach()
-        from interp import families
-
         if families.model_type(self.module) not in families.FAMILIES:  # a family without a table: the bridge's view
             return self.tl.W_O[layer].detach()
         return families.out_proj(self.module, layer, self.info)
@@ -132,8 +130,6 @@ class Model:
         """The unembedding, TransformerLens layout; detached."""
         if self.kind == "toy":
             return self.module.W_U.detach()
-        from interp import families
-
         if families.model_type(self.module) not in families.FAMILIES:
             return self.tl.W_U.detach()
         return families.unembed(self.module)
