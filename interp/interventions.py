@@ -300,13 +300,13 @@ def evicting_cache_logits(model: Model, tokens: Int[Tensor, "batch pos"], window
     # nothing (Gemma: an empty mask per layer type; Mistral: its window switched off for the loop), so
     # what a layer's cache holds is exactly what the next token may see.
     native_window = getattr(hf.config, "sliding_window", None)
-    types = getattr(hf.config, "layer_types", None) or ["sliding_attention" if native_window else "full_attention"] * model.info.n_layers
-    native = {"sliding_attention": native_window or n + 1, "full_attention": n + 1}
     per_type = getattr(hf.config, "layer_types", None) is not None
+    types = hf.config.layer_types if per_type else ["sliding_attention" if native_window else "full_attention"] * model.info.n_layers
+    reach = [native_window if t == "sliding_attention" else n + 1 for t in types]  # keys each layer sees natively
     mask = {"attention_mask": {t: None for t in set(types)}} if per_type and "sliding_attention" in types else {}
     cache = DynamicCache()
     cache_arg = "cache" if "cache" in inspect.signature(hf.forward).parameters else "past_key_values"
-    held = {t: torch.empty(0, dtype=torch.long) for t in set(types)}  # original positions of each layer type's cached keys
+    held = [torch.empty(0, dtype=torch.long)] * len(types)  # original positions of each layer's cached keys
     out = []
     if not per_type:
         hf.config.sliding_window = None
@@ -316,15 +316,13 @@ def evicting_cache_logits(model: Model, tokens: Int[Tensor, "batch pos"], window
                 pos = torch.full((batch, 1), i, device=model.device)
                 logits = hf(input_ids=tokens[:, i : i + 1], position_ids=pos, use_cache=True, **{cache_arg: cache}, **mask).logits
                 out.append(logits[:, -1])  # [batch, d_vocab]
-                for t in held:
-                    h = torch.cat([held[t], torch.tensor([i])])
-                    keep = ((h < sinks) | (h > i + 1 - window)) & (h > i + 1 - native[t])  # what token i + 1 may see besides itself
-                    held[t] = h[keep]
+                for j, layer in enumerate(cache.layers):  # keys, values: [batch, kv_head, cached, d_head]
+                    h = torch.cat([held[j], torch.tensor([i])])
+                    keep = ((h < sinks) | (h > i + 1 - window)) & (h > i + 1 - reach[j])  # what token i + 1 may see besides itself
+                    held[j] = h[keep]
                     if not keep.all():
                         index = keep.nonzero().squeeze(1).to(model.device)
-                        for layer, layer_type in zip(cache.layers, types):  # [batch, kv_head, cached, d_head]
-                            if layer_type == t:
-                                layer.keys, layer.values = layer.keys[:, :, index], layer.values[:, :, index]
+                        layer.keys, layer.values = layer.keys[:, :, index], layer.values[:, :, index]
     finally:
         if not per_type:
             hf.config.sliding_window = native_window
