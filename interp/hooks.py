@@ -125,9 +125,12 @@ def run(
     patch: dict[str, Patch] | None = None,
     backend: str = "transformer_lens",
     stop_early: bool = False,
+    grad: bool = False,
 ) -> tuple[Float[Tensor, "batch pos d_vocab"] | None, dict[str, Tensor]]:
     """One forward pass with patches applied and activations captured. With `stop_early` the pass
-    stops right after the last hook it needs and the logits are None."""
+    stops right after the last hook it needs and the logits are None. With `grad` the pass builds an
+    autograd graph (for a patch that adds a tensor needing gradients, as attribution does); captured
+    activations are detached either way."""
     patch = patch or {}
     names = list(dict.fromkeys([*patch, *capture]))
     check_names(model, names, backend)
@@ -137,7 +140,7 @@ def run(
     tokens = tokens.to(model.device)
     order = list(hook_shapes(model))
     names.sort(key=order.index)
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
         if backend == "nnsight":
             return _run_nnsight(model, tokens, names, set(capture), patch, stop_early)
         return _run_tl(model, tokens, names, set(capture), patch, stop_early)

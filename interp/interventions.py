@@ -14,9 +14,10 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from interp import InterpError
+from interp import InterpError, patching
 from interp.hooks import run
 from interp.models import Model
+from interp.patching import logit_diff  # noqa: F401 - the patching metric, also imported from here
 
 
 def next_token_loss(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, ""]:
@@ -69,33 +70,7 @@ def head_ablation_deltas(
 
 
 # ------------------------------------------------------------------------------ activation patching
-
-
-def logit_diff(logits: Float[Tensor, "batch pos d_vocab"], good: int, bad: int) -> Float[Tensor, " batch"]:
-    """Last-position logit of `good` minus that of `bad`: the usual patching metric."""
-    return logits[:, -1, good] - logits[:, -1, bad]
-
-
-def _prompt_pair(model: Model, clean: Tensor, corrupt: Tensor) -> None:
-    if clean.shape != corrupt.shape or clean.ndim != 2 or clean.shape[0] != 1:
-        raise InterpError(
-            f"Activation patching needs one clean and one corrupted prompt of the same length, got token shapes "
-            f"{tuple(clean.shape)} and {tuple(corrupt.shape)}: reword the corrupted prompt so both tokenise to "
-            "the same number of tokens."
-        )
-    model.check_length(clean.shape[1])
-
-
-def _pair_runs(model: Model, clean: Tensor, corrupt: Tensor, names: list[str], good: int, bad: int, noising: bool,
-               backend: str) -> tuple[Tensor, dict, float, float]:
-    """The run patched into (corrupted for denoising, clean for noising), the cache of the other one,
-    and the logit differences of the corrupted (lo) and clean (hi) runs."""
-    _prompt_pair(model, clean, corrupt)
-    base, source = (clean, corrupt) if noising else (corrupt, clean)
-    source_logits, cache = run(model, source, capture=names, backend=backend)
-    base_logits, _ = run(model, base, backend=backend)
-    lo, hi = (source_logits, base_logits) if noising else (base_logits, source_logits)
-    return base, cache, logit_diff(lo, good, bad).item(), logit_diff(hi, good, bad).item()
+# Cell by cell for every component family in `interp.patching`; these three are its usual views.
 
 
 def patch_residual(
@@ -105,25 +80,11 @@ def patch_residual(
     """Patch `blocks.{l}.{hook}` at one (layer, position) at a time, scored by the logit difference
     good − bad and normalised so 0 = the corrupted run's and 1 = the clean run's. Denoising (default):
     the corrupted run with the clean activation there (high = enough to restore the answer). Noising:
-    the clean run with the corrupted activation there (low = needed for the answer). One forward pass
-    per layer (the positions are the batch)."""
-    L, T = model.info.n_layers, clean.shape[1]
-    names = [f"blocks.{l}.{hook}" for l in range(L)]
-    base, cache, lo, hi = _pair_runs(model, clean, corrupt, names, good, bad, noising, backend)
-    out = torch.zeros(L, T)
-    batch = base.expand(T, T)  # row i patches position i
-    for l, name in enumerate(names):
-        src = cache[name][0]  # [pos, d_model]
-
-        def patch(act, src=src):
-            act = act.clone()
-            idx = torch.arange(T)
-            act[idx, idx] = src.to(act.dtype)
-            return act
-
-        logits, _ = run(model, batch, patch={name: patch}, backend=backend)
-        out[l] = (logit_diff(logits, good, bad).cpu() - lo) / (hi - lo or 1e-9)
-    return out
+    the clean run with the corrupted activation there (low = needed for the answer)."""
+    comp = patching.Component(hook, (0,), ("position",))
+    r = patching.activation_patching(model, patching.Pair.of(model, clean, corrupt), patching.metric("logit_diff", good, bad),
+                                     [comp], noising, backend)
+    return r.scores[hook]
 
 
 def patch_heads(
@@ -132,10 +93,9 @@ def patch_heads(
 ) -> Float[Tensor, "layer head"]:
     """Patch one head's output (`blocks.{l}.attn.hook_z`, every position) at a time, denoising or
     noising and normalised like `patch_residual`."""
-    names = [f"blocks.{l}.attn.hook_z" for l in range(model.info.n_layers)]
-    base, cache, lo, hi = _pair_runs(model, clean, corrupt, names, good, bad, noising, backend)
-    patched = _head_sweep(model, base, lambda l: cache[names[l]][0], good, bad, backend)
-    return (patched - lo) / (hi - lo or 1e-9)
+    r = patching.activation_patching(model, patching.Pair.of(model, clean, corrupt), patching.metric("logit_diff", good, bad),
+                                     ["heads"], noising, backend)
+    return r.scores["heads"]
 
 
 def ablate_heads(
@@ -143,28 +103,14 @@ def ablate_heads(
 ) -> Float[Tensor, "layer head"]:
     """Change of the logit difference good − bad when one head's output is zeroed, head by head."""
     model.check_length(tokens.shape[1])
-    clean = logit_diff(run(model, tokens, backend=backend)[0], good, bad).item()
-    return _head_sweep(model, tokens, lambda l: None, good, bad, backend) - clean
-
-
-def _head_sweep(model: Model, tokens: Tensor, source, good: int, bad: int, backend: str) -> Float[Tensor, "layer head"]:
-    """Logit difference with head h's `hook_z` replaced by source(layer)[:, h] (zeros when None), for
-    every (layer, head): one forward pass per layer, the heads being the batch."""
     L, H = model.info.n_layers, model.info.n_heads
-    out = torch.zeros(L, H)
-    batch = tokens.expand(H, -1)  # row h patches head h
-    idx = torch.arange(H)
-    for l in range(L):
-        src = source(l)  # [pos, head, d_head] or None
-
-        def patch(z, src=src):
-            z = z.clone()
-            z[idx, :, idx] = 0.0 if src is None else src.transpose(0, 1).to(z.dtype)  # [head, pos, d_head]
-            return z
-
-        logits, _ = run(model, batch, patch={f"blocks.{l}.attn.hook_z": patch}, backend=backend)
-        out[l] = logit_diff(logits, good, bad).cpu()
-    return out
+    names = [f"blocks.{l}.attn.hook_z" for l in range(L)]
+    logits, acts = run(model, tokens, capture=names, backend=backend)
+    zeros = {name: torch.zeros_like(act) for name, act in acts.items()}
+    heads = patching.component("heads")
+    cells = [(name, patching.index(heads, (h,), 4)) for name in names for h in range(H)]
+    score = patching.metric("logit_diff", good, bad)
+    return patching.patch_cells(model, tokens, zeros, cells, score, backend).view(L, H) - score(logits).item()
 
 
 # --------------------------------------------------------------- per-head interventions, per sequence
