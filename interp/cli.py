@@ -10,6 +10,7 @@
     interp cache --model M --hook H --tokens N --out DIR   write activations to disk (for SAEs)
     interp sae train --store DIR [--kind topk] [--k 32] ...  train an SAE on a store (torchrun for data parallel)
     interp sae eval SAE_DIR --store DIR                       FVU, L0, dead/dense, CE loss recovered, KL
+    interp patch MODEL --clean TEXT --corrupt TEXT --answer TOK --wrong TOK [--method attribution|atp*|activation]
     interp app [--port 8501]                                  the dashboard (Streamlit) on the stored runs
 
 `interp run` prints the claims table and, as its last line, the run folder. It exits 0 when every
@@ -173,6 +174,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--tokens", type=int, default=65536, help="activations from the end of the store to evaluate on, ≥ 1 (default: 65536)")
     s.add_argument("--sequences", type=int, default=16, help="store sequences for CE loss recovered and KL; 0 skips them (default: 16)")
     s.set_defaults(func=cmd_sae_eval)
+
+    from interp import cli_explain
+
+    cli_explain.add_parsers(sub)
 
     s = sub.add_parser("app", help="open the dashboard (Streamlit) on the stored runs",
                        description="Serve the Streamlit dashboard: experiments and their claims, attention sinks, circuits, "

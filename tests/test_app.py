@@ -237,28 +237,35 @@ def test_model_picker_offers_named_models_and_a_local_folder(stored_runs, monkey
     assert "is not a folder" in at.error[0].value
 
 
-def test_patching_runs_on_a_button_shows_its_scale_and_noises(stored_runs, monkeypatch, tiny_llama_dir):
+def test_attribution_is_the_default_and_activation_patching_verifies_it(stored_runs, monkeypatch, tiny_llama_dir):
     at = open_page("circuits", stored_runs, monkeypatch, {"model": "local folder", "model_folder": str(tiny_llama_dir)})
     assert_clean(at)
-    assert not at.get("plotly_chart") and "Run patching" in at.info[0].value  # nothing runs before the button
-    at.button(key="patch").click().run()
-    assert_clean(at)
     said = " ".join(m.value for m in at.markdown)
-    assert re.search(r"clean \*\*-?\d+\.\d+\*\*, corrupted \*\*-?\d+\.\d+\*\*", said)
+    assert re.search(r"clean \*\*-?\d+\.\d+\*\*, corrupted \*\*-?\d+\.\d+\*\*", said) and "atp*" in said
+    assert "Not validated on this model" in " ".join(c.value for c in at.caption)  # no validation run for this folder
     figs = charts(at)
-    assert set(figs) >= {"resid", "heads", "ablate", "head_clean", "head_corrupted"}
+    assert {"heads", "mlp", "head_clean", "head_corrupted"} <= set(figs) and "resid" not in figs  # exact views wait for a click
     for f in figs.values():  # every signed heatmap centres its scale at 0
         for t in f["data"]:
             if t["type"] == "heatmap" and min(map(min, t["z"])) < 0 < max(map(max, t["z"])):
                 assert t["zmid"] == 0 and t.get("zmin") in (None, -t.get("zmax", 0))
-    heads = next(f for k, f in figs.items() if k == "heads")["data"][0]["z"]
-    at.text_input(key="good").input(" store").run()
-    assert "Run patching" in at.info[0].value  # an edit does not rerun patching by itself
-    at.text_input(key="good").input(" Mary").run()
-    at.radio(key="direction").set_value(at.radio(key="direction").options[1]).run()
-    at.button(key="patch").click().run()
+    at.number_input(key="verify_n").set_value(3).run()
+    at.button(key="verify").click().run()
     assert_clean(at)
-    noised = next(f for k, f in charts(at).items() if k == "heads")["data"][0]["z"]
+    rows = at.get("html")  # the verification table: attribution beside the patched score, per cell
+    text = " ".join(h.proto.body for h in rows)
+    assert text.count("<tr>") >= 1 + 6 and "activation patching" in text
+    at.button(key="resid_go").click().run()
+    at.button(key="ablate_go").click().run()
+    assert_clean(at)
+    assert {"resid", "ablate"} <= set(charts(at))
+    heads = charts(at)["heads"]["data"][0]["z"]
+    at.radio(key="method").set_value(at.radio(key="method").options[1]).run()
+    assert_clean(at)
+    assert "by **atp**" in " ".join(m.value for m in at.markdown)
+    at.radio(key="direction").set_value(at.radio(key="direction").options[1]).run()
+    assert_clean(at)
+    noised = charts(at)["heads"]["data"][0]["z"]
     assert noised != heads and "Noising" in " ".join(m.value for m in at.markdown)
 
 
@@ -364,10 +371,9 @@ def test_circuits_page_patches_smollm2(stored_runs, monkeypatch):
     at.text_input(key="clean").input("Mary gave John a")
     at.text_input(key="corrupt").input("John gave Mary a")
     at.text_input(key="good").input(" book")
-    at.text_input(key="bad").input(" gift")
-    at.button(key="patch").click().run()
+    at.text_input(key="bad").input(" gift").run()
     assert_clean(at)
-    assert len(at.get("plotly_chart")) == 5  # residual by layer x position, heads, head ablation, one head on both prompts
+    assert set(charts(at)) == {"heads", "mlp", "head_clean", "head_corrupted"}  # attribution maps, one head on both prompts
 
 
 def test_sinks_page_on_a_gemma3_folder_starts_prompts_with_its_bos(stored_runs, monkeypatch, tmp_path):

@@ -171,17 +171,16 @@ def test_urls_restore_views_and_clicks_drill_down(server, browser, tmp_path, tin
     page.screenshot(path=str(tmp_path / "sinks_click.png"))
     page.close()
 
-    # circuits on a local folder from the URL: patching centres its signed scales; a head cell opens the head
+    # circuits on a local folder from the URL: attribution centres its signed scales; a head cell opens the head
     q = urllib.parse.urlencode({"model": "local folder", "model_folder": str(tiny_llama_dir), "clean": "When Mary and John went out, John gave it to",
                                 "corrupt": "When Mary and John went out, Mary gave it to"})
     page, _ = open_url(browser, f"{server}/circuits?{q}", tmp_path / "circuits_url.png")
     folder, clean, good, corrupt, bad = inputs(page, "stTextInput")  # the two columns: clean + answer, corrupted + answer
     assert (folder, clean, corrupt) == (str(tiny_llama_dir), "When Mary and John went out, John gave it to",
                                         "When Mary and John went out, Mary gave it to")
-    page.get_by_role("button", name="Run patching").click()
-    page.wait_for_selector(".st-key-heads .js-plotly-plot .main-svg", timeout=120_000)
+    page.wait_for_selector(".st-key-heads .js-plotly-plot .main-svg", timeout=120_000)  # attribution: no button
     settle(page)
-    for key in ("heads", "ablate", "resid"):
+    for key in ("heads", "mlp"):
         assert page.locator(f".st-key-{key} .js-plotly-plot").evaluate("e => e.data[0].zmid") == 0
     click_cell(page, "heads", col=2, row=1, cols=4, rows=2)
     assert inputs(page)[-2:] == ["1", "2"] and "pl=1" in page.url and "ph=2" in page.url

@@ -129,3 +129,37 @@ def test_bad_input_is_named():
         metric("logit_diff", good=1)
     with pytest.raises(InterpError, match="Unknown metric"):
         metric("loss")
+
+
+def test_patch_command_writes_every_map_with_its_labels(tiny_llama_dir, tmp_path, capsys):
+    import json
+
+    from interp.cli import main
+
+    out = tmp_path / "p.json"
+    args = ["patch", str(tiny_llama_dir), "--clean", "When Mary and John went out, John gave it to",
+            "--corrupt", "When Mary and John went out, Mary gave it to", "--answer", " Mary", "--wrong", " John"]
+    assert main([*args, "--components", "resid,heads,mlp,k", "--method", "atp*", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert said.startswith("atp* on ") and "heads" in said and f"wrote {out}" in said
+    d = json.loads(out.read_text())
+    assert d["method"] == "atp*" and d["metric"] == "logit_diff" and d["metric_clean"] > d["metric_corrupt"]
+    heads, resid = d["components"]["heads"], d["components"]["resid"]
+    assert heads["axes"] == ["layer", "head"] and heads["labels"]["head"] == [0, 1, 2, 3]
+    assert len(heads["scores"]) == 2 and len(heads["scores"][0]) == 4 and d["components"]["k"]["axes"] == ["layer", "kv_head"]
+    assert resid["labels"]["position"][0].startswith("0:") and len(resid["labels"]["position"]) == len(resid["scores"][0])
+    assert main([*args, "--components", "heads", "--method", "activation", "--metric", "kl", "--out", str(out)]) == 0
+    d = json.loads(out.read_text())
+    assert d["method"] == "activation" and d["metric_clean"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_patch_command_rejects_bad_input(tiny_llama_dir, capsys):
+    from interp.cli import main
+
+    base = ["patch", str(tiny_llama_dir), "--clean", "Mary gave John a", "--answer", " Mary", "--wrong", " John"]
+    assert main([*base, "--corrupt", "Mary gave a"]) == 2
+    assert "same length" in capsys.readouterr().err
+    assert main([*base, "--corrupt", "John gave Mary a", "--answer", " Mary Ann"]) == 2
+    assert "give a single token" in capsys.readouterr().err
+    assert main([*base, "--corrupt", "John gave Mary a", "--components", "features"]) == 2
+    assert "needs --sae" in capsys.readouterr().err

@@ -1,16 +1,20 @@
-"""Circuits: activation patching between a clean and a corrupted prompt (which layer, position and
-head carry the answer), head ablations, and the circuit a toy model learned."""
+"""Circuits: attribution patching between a clean and a corrupted prompt (which head and MLP output carry the
+answer, in one backward pass), its top cells verified by activation patching, the residual stream patched
+exactly, head ablations, and the circuit a toy model learned."""
 
 from pathlib import Path
 
 import streamlit as st
 import torch
 
-from app.common import URL, chart, label, model, model_params, open_cell, page, pick_model
+from app.common import (URL, chart, experiment_runs, label, model, model_params, open_cell, page, pick_model, run_facts,
+                        run_results, table)
 from app.probes import token_labels
 from interp import InterpError, figures
+from interp.attribution import attribute
 from interp.hooks import run
-from interp.interventions import ablate_heads, logit_diff, patch_heads, patch_residual
+from interp.interventions import ablate_heads, patch_residual
+from interp.patching import Pair, metric, top_cells, verify
 from interp.runs import runs_root
 from toy_tasks import rebuild_task
 
@@ -81,18 +85,59 @@ def single_token(spec: str, text: str, what: str) -> int:
     return ids[0]
 
 
-@st.cache_data(show_spinner="Patching every layer, position and head (about a minute on SmolLM2)…", max_entries=8)
-def patch_all(spec: str, clean: str, corrupt: str, good: int, bad: int, noising: bool) -> dict:
+METHODS = {"AtP* (attribution, QK fix)": "atp*", "AtP (attribution)": "atp"}
+
+
+def pair_of(spec: str, clean: str, corrupt: str):
+    return Pair.of(model(spec), torch.tensor([model(spec).prompt(clean)]), torch.tensor([model(spec).prompt(corrupt)]))
+
+
+@st.cache_data(show_spinner="Attributing: two forwards and one backward…", max_entries=16)
+def attribution_maps(spec: str, clean: str, corrupt: str, good: int, bad: int, noising: bool, method: str) -> dict:
     m = model(spec)
-    c, k = torch.tensor([m.prompt(clean)]), torch.tensor([m.prompt(corrupt)])
-    lds = {name: logit_diff(run(m, t)[0], good, bad).item() for name, t in (("clean", c), ("corrupted", k))}
-    return {"resid": patch_residual(m, c, k, good, bad, noising=noising).numpy(),
-            "heads": patch_heads(m, c, k, good, bad, noising=noising).numpy(),
-            "ablate": ablate_heads(m, c, good, bad).numpy(), "tokens": c[0].numpy(), **lds}
+    r = attribute(m, pair_of(spec, clean, corrupt), metric("logit_diff", good, bad), ["heads", "mlp"], method, noising,
+                  metric_name="logit_diff")
+    return {"heads": r.scores["heads"].numpy(), "mlp": r.scores["mlp"].numpy(), "clean": r.clean, "corrupted": r.corrupt,
+            "seconds": r.seconds, "method": r.method, "tokens": pair_of(spec, clean, corrupt).clean[0].numpy()}
+
+
+@st.cache_data(show_spinner="Activation patching the top cells, one forward each…", max_entries=16)
+def verified(spec: str, clean: str, corrupt: str, good: int, bad: int, noising: bool, family: str, cells: tuple) -> list[float]:
+    return verify(model(spec), pair_of(spec, clean, corrupt), metric("logit_diff", good, bad), family, list(cells),
+                  noising).tolist()
+
+
+@st.cache_data(show_spinner="Patching the residual stream exactly, one batched forward per layer…", max_entries=8)
+def residual_exact(spec: str, clean: str, corrupt: str, good: int, bad: int, noising: bool):
+    pair = pair_of(spec, clean, corrupt)
+    return patch_residual(model(spec), pair.clean, pair.corrupt, good, bad, noising=noising).numpy()
+
+
+@st.cache_data(show_spinner="Ablating every head on the clean prompt…", max_entries=8)
+def ablation_map(spec: str, clean: str, good: int, bad: int):
+    return ablate_heads(model(spec), torch.tensor([model(spec).prompt(clean)]), good, bad).numpy()
+
+
+def validation_note(spec: str, method: str) -> str:
+    """How well `method` agreed with activation patching in the newest attribution_patching run on this model."""
+    for r in experiment_runs("attribution_patching"):
+        res = run_results(r)
+        if not res or run_facts(r)["model"] != spec:
+            continue
+        parts = []
+        for task, t in res.get("summary", {}).items():
+            for fam in ("heads", "mlp"):
+                v = t.get(method, {}).get(fam)
+                if v:
+                    parts.append(f"{task} {fam}: Spearman {v['spearman']:.2f}, top-10 overlap {v['overlap']:g}/10 ({v['pairs']} pairs)")
+        if parts:
+            return f"Validated in run `{r.dir.name}` (medians against activation patching): " + "; ".join(parts) + "."
+    return ("Not validated on this model here yet: `interp run attribution_patching --model " + spec + "` measures how well "
+            "it agrees with activation patching.")
 
 
 def patching(spec: str) -> None:
-    st.subheader("Activation patching")
+    st.subheader("Attribution patching, verified by activation patching")
     c1, c2 = st.columns(2)
     clean = c1.text_input("Clean prompt", CLEAN, key="clean", bind=URL)
     corrupt = c2.text_input("Corrupted prompt (same number of tokens)", CORRUPT, key="corrupt", bind=URL)
@@ -102,33 +147,61 @@ def patching(spec: str) -> None:
     if n_clean != n_corrupt:
         raise InterpError(f"The clean prompt has {n_clean} tokens and the corrupted one {n_corrupt}: patching compares "
                           "them position by position, so reword one until both have the same length.")
-    direction = st.radio("Direction", [DENOISE, NOISE], horizontal=True, key="direction", bind=URL)
-    args = (spec, clean, corrupt, good, bad, direction == NOISE)
-    if st.button("Run patching", key="patch", type="primary",
-                 help="one batched forward pass per layer for the residual stream and per layer for the heads"):
-        st.session_state["patched"] = args
-    if st.session_state.get("patched") != args:
-        st.info("Press “Run patching” to patch every layer × position and layer × head for these prompts.")
-        return
-    r = patch_all(*args)
+    d1, d2 = st.columns(2)
+    direction = d1.radio("Direction", [DENOISE, NOISE], horizontal=True, key="direction", bind=URL)
+    method = METHODS[d2.radio("Method", list(METHODS), horizontal=True, key="method", bind=URL)]
+    noising = direction == NOISE
+    args = (spec, clean, corrupt, good, bad, noising)
+    r = attribution_maps(*args, method)
     st.markdown(f"Logit difference (correct − wrong): clean **{r['clean']:.3f}**, corrupted **{r['corrupted']:.3f}**. "
-                "Scores are on the scale 0 = corrupted run, 1 = clean run. " + (
+                f"Maps by **{r['method']}** ({r['seconds']:.1f} s), on the scale 0 = corrupted run, 1 = clean run. " + (
                     "Noising: the clean run with one corrupted activation — a low score means the answer needs it."
-                    if args[-1] else "Denoising: the corrupted run with one clean activation — a high score means it "
+                    if noising else "Denoising: the corrupted run with one clean activation — a high score means it "
                     "is enough to restore the answer."))
+    st.caption(validation_note(spec, method))
     labels = token_labels(spec, r["tokens"])
-    chart(figures.heatmap(r["resid"], "Residual stream (resid_pre) by layer and position", "position", "layer", x=labels,
-                          zmin=-1, zmax=1, signed=True, zlabel="score (1 = clean)"), "resid")
     left, right = st.columns(2)
     with left:
-        chart(figures.clickable(figures.heatmap(r["heads"], "Attention heads (hook_z, every position)", "head", "layer",
-                                                zmin=-1, zmax=1, signed=True, zlabel="score (1 = clean)")),
+        chart(figures.clickable(figures.heatmap(r["heads"], f"Attention heads (hook_z) by {r['method']}", "head", "layer",
+                                                signed=True, zlabel="score (1 = clean)")),
               "heads", on_select=open_cell("heads", "pl", "ph"), selection_mode="points")
     with right:
-        chart(figures.clickable(figures.heatmap(r["ablate"], "Head ablation on the clean prompt", "head", "layer", signed=True,
-                                                zlabel="Δ logit diff (− : the head helps)")),
-              "ablate", on_select=open_cell("ablate", "pl", "ph"), selection_mode="points")
+        chart(figures.heatmap(r["mlp"], f"MLP outputs by {r['method']}", "position", "layer", x=labels, signed=True,
+                              zlabel="score (1 = clean)"), "mlp")
+    verify_top(args, r, labels)
+    with st.expander("Residual stream, patched exactly (attribution is unreliable for whole-state swaps)"):
+        if st.button("Patch every layer × position", key="resid_go", help="one batched forward pass per layer"):
+            st.session_state["resid_args"] = args
+        if st.session_state.get("resid_args") == args:
+            chart(figures.heatmap(residual_exact(*args), "Residual stream (resid_pre), activation patching", "position",
+                                  "layer", x=labels, zmin=-1, zmax=1, signed=True, zlabel="score (1 = clean)"), "resid")
+    with st.expander("Head ablation on the clean prompt"):
+        if st.button("Ablate every head", key="ablate_go", help="one batched forward pass per layer"):
+            st.session_state["ablate_args"] = (spec, clean, good, bad)
+        if st.session_state.get("ablate_args") == (spec, clean, good, bad):
+            chart(figures.clickable(figures.heatmap(ablation_map(spec, clean, good, bad), "Head ablation on the clean prompt",
+                                                    "head", "layer", signed=True, zlabel="Δ logit diff (− : the head helps)")),
+                  "ablate", on_select=open_cell("ablate", "pl", "ph"), selection_mode="points")
     head_on_both(spec, clean, corrupt)
+
+
+def verify_top(args: tuple, r: dict, labels: list[str]) -> None:
+    """The button that checks what attribution found: its top cells, each activation-patched."""
+    n = int(st.number_input("Cells to verify per family", 1, 50, 10, key="verify_n", bind=URL))
+    if st.button(f"Verify the top {n} heads and MLP cells by activation patching", key="verify", type="primary"):
+        st.session_state["verified"] = (*args, n)
+    if st.session_state.get("verified") != (*args, n):
+        return
+    rows = []
+    for fam, axis in (("heads", "head"), ("mlp", "position")):
+        cells = top_cells(torch.as_tensor(r[fam]), n)
+        exact = verified(*args, fam, tuple(cells))
+        for c, e in zip(cells, exact):
+            where = f"L{c[0]}H{c[1]}" if fam == "heads" else f"L{c[0]} {labels[c[1]]}"
+            rows.append({"family": fam, "cell": where, "attribution": round(float(r[fam][c]), 3),
+                         "activation patching": round(e, 3), "|error|": round(abs(float(r[fam][c]) - e), 3)})
+    table(rows, "verified")
+    st.caption("Each row is one cell patched alone in its own forward pass: where the columns agree, the map above can be trusted.")
 
 
 def head_on_both(spec: str, clean: str, corrupt: str) -> None:
