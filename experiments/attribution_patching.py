@@ -24,11 +24,12 @@ import torch
 from scipy.stats import spearmanr
 
 from interp import InterpError, figures
-from interp.attribution import attribute
+from interp.attribution import attribute, feature_acts, feature_cells, sae_hook
 from interp.config import AtLeast, NonNegInt, OneOf, PosInt
 from interp.hooks import BACKENDS
+from interp.hooks import run as run_hooks
 from interp.models import MODEL_DTYPES, Model, load_model
-from interp.patching import Pair, activation_patching, metric
+from interp.patching import Pair, activation_patching, metric, patch_cells
 from interp.runs import Run, claim
 
 PAPER = "Attribution patching (Nanda 2023); AtP* (Kramár et al. 2024)"
@@ -67,6 +68,10 @@ class Config:
     """Pairs per task whose residual stream (layer × position) is also patched exactly."""
     families: str = ",".join(FAMILIES)
     """Component families compared on every pair (comma-separated: heads, q, k, mlp, head_positions, neurons)."""
+    sae: str = ""
+    """An SAE folder (SAELens format) on a hook of this model: its features are compared too, on `sae_pairs` pairs per task."""
+    sae_pairs: NonNegInt = 5
+    """Pairs per task whose SAE features are patched exactly (every feature whose activation differs between the runs)."""
     grad_drop: bool = True
     """Also score heads with AtP* + GradDrop (L extra backward passes per pair), compared by |score|."""
     top: PosInt = 10
@@ -135,7 +140,7 @@ def compare(est: torch.Tensor, exact: torch.Tensor, top: int, magnitude: bool = 
     return {"spearman": float(spearmanr(a.numpy(), b.numpy()).statistic), "overlap": overlap}
 
 
-def one_pair(model: Model, p: dict, families: list[str], cfg: Config, resid: bool) -> dict:
+def one_pair(model: Model, p: dict, families: list[str], cfg: Config, resid: bool, sae=None) -> dict:
     """Every family's exact map and both estimates of it, compared; heads + MLP timed both ways."""
     pair, score = Pair.of(model, p["clean"], p["corrupt"]), metric("logit_diff", p["good"], p["bad"])
     kw = dict(backend=cfg.backend, metric_name="logit_diff")
@@ -152,6 +157,8 @@ def one_pair(model: Model, p: dict, families: list[str], cfg: Config, resid: boo
            "seconds_both_estimates": time.perf_counter() - t0}
     for m, est in atp.items():
         out[m] = {f: compare(est.scores[f], exact.scores[f], cfg.top) for f in exact.scores}
+    if sae is not None:
+        out["atp"]["features"] = out["atp*"]["features"] = compare_features(model, pair, score, sae, cfg)
     if cfg.grad_drop and "heads" in families:
         gd = attribute(model, pair, score, ["heads"], method="atp*", grad_drop=True, **kw)
         out["atp* + GradDrop"] = {"heads": compare(gd.scores["heads"], exact.scores["heads"], cfg.top, magnitude=True)}
@@ -159,18 +166,37 @@ def one_pair(model: Model, p: dict, families: list[str], cfg: Config, resid: boo
     return out
 
 
+def compare_features(model: Model, pair: Pair, score, sae, cfg: Config) -> dict:
+    """AtP of the SAE's features against patching each one (its error term kept), over every feature whose
+    activation differs between the two runs anywhere (the others score 0 both ways)."""
+    hook = sae.cfg.hook_name
+    est = attribute(model, pair, score, ["features"], sae=sae, backend=cfg.backend)
+    src, base = (run_hooks(model, t, capture=[hook], backend=cfg.backend)[1][hook][0] for t in (pair.clean, pair.corrupt))
+    differs = (feature_acts(sae, src) - feature_acts(sae, base)).abs().amax(0) > 0  # [d_sae]
+    ids = differs.nonzero().squeeze(1).tolist()
+    values = patch_cells(model, pair.corrupt, {}, feature_cells(sae, hook, src, base, ids), score, cfg.backend, cfg.batch_size)
+    exact = est.normalise(values)
+    return {**compare(est.scores["features"][ids], exact, cfg.top), "features": len(ids)}
+
+
 def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
     families = [f.strip() for f in cfg.families.split(",") if f.strip()]
     model = load_model(cfg.model, seed=cfg.seed, quiet=quiet, dtype=cfg.dtype)
     rng = random.Random(cfg.seed)
     pairs = ioi_pairs(model, cfg.ioi_pairs, rng) + induction_pairs(model, cfg.induction_pairs, cfg.induction_len, rng)
+    sae = None
+    if cfg.sae:
+        from interp.sae.io import load_sae
+
+        sae = load_sae(cfg.sae).eval()
+        sae_hook(model, sae)  # reads a hook of this model, at its width
     state = run_dir.resume() or {"step": 0, "done": []}
     done = list(state["done"])
     for i, p in enumerate(pairs):
         if i < len(done):
             continue
         n_task = sum(q["task"] == p["task"] for q in pairs[:i])
-        r = one_pair(model, p, families, cfg, resid=n_task < cfg.resid_pairs)
+        r = one_pair(model, p, families, cfg, resid=n_task < cfg.resid_pairs, sae=sae if n_task < cfg.sae_pairs else None)
         if i == 0 or (p["task"] == "induction" and n_task == 0):
             save_maps(run_dir, model, p, r)
         r.pop("maps")
@@ -189,7 +215,7 @@ def observe(summary: dict, done: list[dict]) -> list[dict]:
     for task, t in summary.items():
         for method in ("atp", "atp*", "atp* + GradDrop"):
             for fam, v in t.get(method, {}).items():
-                if method == "atp* + GradDrop" or fam in ("mlp", "resid", "neurons", "head_positions"):
+                if method == "atp* + GradDrop" or fam in ("mlp", "resid", "neurons", "head_positions", "features"):
                     out.append({"name": f"{task} {method} {fam}", "value": f"Spearman {v['spearman']:.3f}, top-10 {v['overlap']:g}",
                                 "statement": f"median over {v['pairs']} pairs against activation patching"
                                              + (" (|score|: GradDrop is unsigned)" if "GradDrop" in method else "")})
