@@ -271,3 +271,14 @@ def unembed(hf_module) -> Float[Tensor, "d_model d_vocab"]:
     """The unembedding W_U, TransformerLens layout, detached (the embedding itself where they are tied).
     Gemma-2's final logit soft-capping comes after it, as after hook_unembed."""
     return hf_module.get_submodule(table(hf_module)["hook_unembed"].path).weight.detach().T
+
+
+def final_norm(hf_module) -> torch.nn.Module:
+    """The norm applied after the last block, before the unembedding (the module whose output is
+    ln_final.hook_out: `model.norm` for Llama/Qwen/Gemma, `transformer.ln_f` for GPT-2,
+    `gpt_neox.final_layer_norm` for NeoX). HF's last hook_resid_post comes before it."""
+    kind = model_type(hf_module)
+    if kind not in FAMILIES:
+        raise InterpError(f"The final norm is known for these HF model families (config.model_type): "
+                          f"{', '.join(sorted(FAMILIES))}; this model is {kind!r}.")
+    return hf_module.get_submodule(FAMILIES[kind]["ln_final.hook_out"].path)
