@@ -27,6 +27,7 @@ be read or does not match is trained again and rewritten (atomically, `interp.fs
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -181,9 +182,7 @@ class LensSettings:
 def corpus_tokens(model: Model, s: LensSettings) -> tuple[Int[Tensor, "text pos"], Int[Tensor, "text pos"]]:
     """Training and held-out token ids from the local corpus: held-out texts come from files no training
     text comes from. Gemma-like models (`needs_bos`) get their BOS first."""
-    from interp.corpus import mixed_texts
-
-    texts = mixed_texts(3 * (s.n_train_texts + s.n_heldout_texts), seed=s.seed, min_chars=s.seq_len)
+    texts = _texts(2 * (s.n_train_texts + s.n_heldout_texts), s.seed, s.seq_len)
     body = s.seq_len - model.needs_bos
     texts = [t for t in texts if len(model.encode(t.text)) >= body]
     train = texts[: s.n_train_texts]
@@ -193,6 +192,14 @@ def corpus_tokens(model: Model, s: LensSettings) -> tuple[Int[Tensor, "text pos"
         raise InterpError(f"The corpus gives {len(train)} training and {len(held)} held-out texts of {s.seq_len} tokens "
                           f"(asked for {s.n_train_texts} and {s.n_heldout_texts}): ask for fewer or shorter texts.")
     return tuple(model.to_tokens([t.text for t in part], s.seq_len, prepend_sink=model.needs_bos) for part in (train, held))
+
+
+@functools.lru_cache(maxsize=8)
+def _texts(n: int, seed: int, min_chars: int) -> tuple:
+    """`corpus.mixed_texts`, kept: it walks the whole standard library (seconds) and the lens asks twice."""
+    from interp.corpus import mixed_texts
+
+    return tuple(mixed_texts(n, seed=seed, min_chars=min_chars))
 
 
 def evaluate(model: Model, resid: Float[Tensor, "layer batch pos d_model"], tuned: TunedLens | None,
@@ -243,7 +250,13 @@ def train_tuned_lens(model: Model, settings: LensSettings = LensSettings(), quie
         x = resid[:, idx]  # [layer, batch, d_model]
         with torch.no_grad():
             final = head(x[-1])  # [batch, d_vocab]
-        loss = kl_to_final(final, head(lens(x[:-1]))).mean()  # mean over layers and positions
+        # KL(final ‖ lens) = cross-entropy − H(final); H(final) has no gradient, so the step minimises the
+        # cross-entropy (one log-softmax over [layer, batch, d_vocab], no exp of it) and logs the KL
+        target = torch.softmax(final, -1)  # [batch, d_vocab]
+        entropy = -(target * torch.log_softmax(final, -1)).sum(-1).mean()
+        lens_out = head(lens(x[:-1]))  # [layer, batch, d_vocab]
+        ce = -(target * torch.log_softmax(lens_out, -1)).sum(-1).mean()  # target broadcast over layers
+        loss = ce - entropy  # mean over layers and positions
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -389,3 +402,40 @@ def lens_table(model: Model, tokens: list[int] | Int[Tensor, " pos"], lens: str 
         "token": None if token is None else model.token_strs([token])[0],
         "token_prob": None if token is None else probs[..., token].numpy(),
     }
+
+
+def token_id(model: Model, token: str) -> int:
+    """The id of `token`, given as text that encodes to exactly one token (e.g. " Paris") or as a vocabulary
+    entry as the tokenizer writes it (e.g. "ĠParis")."""
+    ids = model.encode(token)
+    if len(ids) == 1:
+        return ids[0]
+    vocab = model.tokenizer.get_vocab() if hasattr(model.tokenizer, "get_vocab") else {}
+    if token in vocab:
+        return int(vocab[token])
+    raise InterpError(f"{token!r} is {len(ids)} tokens ({model.token_strs(ids)}), not one: give a single token, "
+                      "e.g. with its leading space (\" Paris\").")
+
+
+def format_table(table: dict, layers: list[str] | None = None, width: int = 12) -> str:
+    """`lens_table`'s output as text: one row per layer (`layers`: their labels, default all), one column per
+    position, each cell the top token and its probability (and p(token) when the table has one)."""
+    labels = table["layers"]
+    unknown = [l for l in layers or [] if l not in labels]
+    if unknown:
+        raise InterpError(f"Layers {unknown} are not lens layers of this model; it has {', '.join(labels)}.")
+    rows = [labels.index(l) for l in layers] if layers else range(len(labels))
+
+    def cell(text: str) -> str:
+        return text[:width].ljust(width)
+
+    lines = [f"{table['lens']} lens; cell: top token and its probability"
+             + (f", then p({table['token']!r})" if table["token"] is not None else "")]
+    lines.append(cell("layer") + " ".join(cell(repr(t)) for t in table["input_tokens"]))
+    for r in rows:
+        cells = []
+        for p in range(len(table["input_tokens"])):
+            text = f"{table['top_tokens'][r][p][0]!r} {table['top_probs'][r, p, 0]:.2f}"
+            cells.append(cell(text + (f" {table['token_prob'][r, p]:.2f}" if table["token"] is not None else "")))
+        lines.append(cell(labels[r]) + " ".join(cells))
+    return "\n".join(lines)
