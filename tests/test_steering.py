@@ -221,10 +221,11 @@ def test_contrast_sets_come_from_the_repo_data_through_the_registry():
         experiment("steering").contrast_sets(51)
 
 
-def test_quick_run_on_a_tiny_model_writes_claims_and_the_vector(capsys, runs_dir, tiny_llama_dir):
+@pytest.mark.parametrize("contrast", ["review", "prompt"])
+def test_quick_run_on_a_tiny_model_writes_claims_and_the_vector(contrast, capsys, runs_dir, tiny_llama_dir):
     from interp.cli import main
 
-    code = main(["run", "steering", "--quick", "--quiet", "--set", f"model={tiny_llama_dir}", "--set", "layer=1",
+    code = main(["run", "steering", "--quick", "--quiet", "--set", f"model={tiny_llama_dir}", "--set", "layer=1", "--set", f"contrast={contrast}",
                  "--set", "n_test=6", "--set", "n_train=4", "--set", "n_ppl=2", "--set", "seq_len=16"])
     out = capsys.readouterr().out
     assert code in (0, 1), out  # a random model may fail a claim
@@ -237,6 +238,12 @@ def test_quick_run_on_a_tiny_model_writes_claims_and_the_vector(capsys, runs_dir
     lo, hi = r["monotone_share_ci95"]
     assert 0 <= lo <= r["monotone_share"] <= hi <= 1
     v = S.SteeringVector.load(run_dir / "vector.safetensors")
-    assert v.hook == "blocks.1.hook_resid_post" and v.info["n_positive"] == 4
+    assert v.hook == "blocks.1.hook_resid_post" and v.info["n_positive"] == v.info["n_negative"] == 4
+    assert r["vector"]["contrast"] == contrast and r["vector"]["norm"] == pytest.approx(v.norm)
+    if contrast == "review":
+        from experiments.steering import contrast_sets
+
+        model = load_model(str(tiny_llama_dir), quiet=True)
+        torch.testing.assert_close(v.vector, S.caa_vector(model, *contrast_sets(4), layer=1).vector, atol=1e-5, rtol=1e-5)
     assert main(["run", "steering", "--quick", "--set", "alphas=-1,0,1"]) == 2
     assert "at least 5 distinct values" in capsys.readouterr().err
