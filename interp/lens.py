@@ -164,7 +164,7 @@ class LensSettings:
     n_train_texts: int = 64  # corpus texts (half prose, half code) whose positions train the translators
     n_heldout_texts: int = 16  # texts from other files, for the held-out KLs
     seq_len: int = 64  # tokens per text
-    steps: int = 200  # Adam steps
+    steps: int = 100  # Adam steps
     batch: int = 32  # positions per step (every layer sees the same ones)
     lr: float = 1e-3
     seed: int = 0  # picks the texts and the positions of each step

@@ -159,6 +159,8 @@ def test_quick_experiment_runs_on_a_tiny_model(tiny, cache, capsys, runs_dir):
     assert r["layers"] == ["embed", "0", "1"] and len(r["heldout"]["tuned_kl"]) == 3 and not r["lens_loaded"]
     assert {p.name for p in (run_dir / "figures").iterdir()} == {"kl_heatmap.json", "kl_by_layer.json", "top1_by_layer.json"}
     assert main(["run", "lenses", "--quick", "--quiet", "--set", f"model={tiny['llama'].spec}", "--set", "lr=0.01",
-                 "--set", "matmul_dtype=float32"]) in (0, 1)
+                 "--set", "matmul_dtype=float32", "--set", "reevaluate=true"]) in (0, 1)
     again = json.loads((Path(capsys.readouterr().out.strip().splitlines()[-1]) / "results.json").read_text())
-    assert again["lens_loaded"] and again["heldout"] == r["heldout"]
+    assert again["lens_loaded"] and again["heldout"].keys() == r["heldout"].keys()  # the cached lens, evaluated afresh
+    for k, v in r["heldout"].items():
+        assert np.allclose(again["heldout"][k], v, atol=1e-5), k
