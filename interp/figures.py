@@ -29,6 +29,18 @@ def heatmap(z, title: str, xlabel: str, ylabel: str, x: Sequence | None = None, 
     return fig
 
 
+def token_grid(z, tokens: Sequence[Sequence[str]], title: str, x: Sequence, y: Sequence, zlabel: str,
+               zmin: float | None = 0.0, zmax: float | None = 1.0) -> go.Figure:
+    """A layer × position heatmap whose cells are labelled with a token each (a lens's top prediction):
+    colour is `z` (e.g. that token's probability), the label and hover say which token it is."""
+    trace = go.Heatmap(z=_list(z), x=x, y=y, text=[list(r) for r in tokens], texttemplate="%{text}", zmin=zmin, zmax=zmax,
+                       colorscale="Viridis", colorbar=dict(title=zlabel), textfont=dict(size=9),
+                       hovertemplate="%{y} · %{x}<br>%{text}: %{z:.3f}<extra></extra>")
+    fig = go.Figure(trace)
+    fig.update_layout(title=title, xaxis_title="position (the prediction is for the next token)", yaxis_title="layer", **_LAYOUT)
+    return fig
+
+
 def _both_signs(z) -> bool:
     flat = [v for row in z for v in (row if isinstance(row, (list, tuple)) else [row]) if v is not None and v == v]
     return bool(flat) and min(flat) < 0 < max(flat)
