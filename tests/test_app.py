@@ -12,7 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
-PAGES = ["home", "sinks", "circuits", "features", "dynamics", "function_tokens"]
+PAGES = ["home", "sinks", "circuits", "lenses", "features", "steering", "dynamics", "function_tokens"]
 
 
 def open_page(name: str, root: Path, monkeypatch, query: dict | None = None) -> AppTest:
@@ -267,6 +267,53 @@ def test_attribution_is_the_default_and_activation_patching_verifies_it(stored_r
     assert_clean(at)
     noised = charts(at)["heads"]["data"][0]["z"]
     assert noised != heads and "Noising" in " ".join(m.value for m in at.markdown)
+
+
+# ------------------------------------------------------------------------------- lenses page
+
+
+def test_lens_page_maps_top_tokens_and_trains_the_tuned_lens_on_a_button(stored_runs, monkeypatch, tiny_llama_dir, tmp_path):
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path / "cache"))  # no tuned lens cached for the tiny model
+    at = open_page("lenses", stored_runs, monkeypatch, {"model": "local folder", "model_folder": str(tiny_llama_dir),
+                                                        "text": "Mary gave John a", "token": " book"})
+    assert_clean(at)
+    figs = charts(at)
+    assert set(figs) == {"lens_top", "lens_kl", "lens_token"}
+    top = figs["lens_top"]["data"][0]
+    assert len(top["z"]) == 3 and len(top["text"]) == 3 and len(top["x"]) == len(top["text"][0])  # embed + 2 blocks
+    assert max(figs["lens_kl"]["data"][0]["z"][-1]) < 1e-4  # the last layer is the model's output
+    at.radio(key="lens").set_value("tuned lens").run()
+    assert_clean(at)
+    assert "No tuned lens is cached" in at.info[0].value and not at.get("plotly_chart")
+    at.button(key="train").click().run()
+    assert_clean(at)
+    assert "tuned lens" in charts(at)["lens_top"]["layout"]["title"]["text"]
+    at.text_input(key="token").input(" Mary Ann").run()
+    assert "not one" in at.error[0].value
+
+
+# ------------------------------------------------------------------------------- steering page
+
+
+def test_steering_compares_continuations_with_a_caa_vector_and_an_sae_feature(stored_runs, monkeypatch, tiny_llama_dir):
+    at = open_page("steering", stored_runs, monkeypatch, {"model": "local folder", "model_folder": str(tiny_llama_dir),
+                                                          "layer": "1", "tokens": "4"})
+    assert_clean(at)
+    assert at.text_area(key="positives").value.count("\n") == 31  # the repository's reviews, 32 a side
+    assert "Mean difference of `blocks.1.hook_resid_post`" in " ".join(c.value for c in at.caption)
+    at.button(key="generate").click().run()
+    assert_clean(at)
+    rows = tables(at)["continuations"]
+    assert [r["decoding"] for r in rows] == ["greedy", "sampled"] and all(r["steered"] != r["unsteered"] for r in rows[:1])
+    at.radio(key="source").set_value("SAE feature").run()
+    assert "not tiny" not in text_of(at) and "reads smollm2-135m" in at.error[0].value  # the stored SAE is SmolLM2's
+    at = open_page("steering", stored_runs, monkeypatch, {"source": "SAE feature", "feature": "3", "tokens": "3",
+                                                          "alpha": "20"})
+    at.button(key="generate").click().run()
+    assert_clean(at)
+    assert "W_dec[feature] is added" in text_of(at) and len(tables(at)["continuations"]) == 2
+    at.toggle(key="clamp").set_value(True).run()
+    assert "set to α" in text_of(at)
 
 
 # ------------------------------------------------------------------------------- features page

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 import streamlit as st
 import torch
 
-from app.common import URL, Link, chart, label, missing, model, page, table
+from app.common import URL, Link, chart, label, missing, model, model_params, page, table
 from app.probes import token_labels, token_texts
 from app.tokens import context_html, visible
 from interp import InterpError, figures
@@ -87,6 +87,9 @@ def contexts(sae, store, m, f: int, rows: list[int], peak: float, seen: set) -> 
 def feature_view(sae, store, s, m, f: int, sae_name: str) -> None:
     st.subheader(f"Feature {f}")
     st.markdown(f"Density **{s['density'][f]:.4%}** · mean activation when firing **{s['mean_active'][f]:.3f}**")
+    if m is not None:
+        st.page_link("views/steering.py", label=f"Steer with feature {f}", icon=":material/tune:",
+                     query_params={**model_params(m.spec), "source": "SAE feature", "sae": sae_name, "feature": f})
     left, right = st.columns([3, 2])
     with left:
         rows = [int(r) for r in s["top_rows"][f] if r >= 0]
