@@ -163,3 +163,21 @@ def test_patch_command_rejects_bad_input(tiny_llama_dir, capsys):
     assert "give a single token" in capsys.readouterr().err
     assert main([*base, "--corrupt", "John gave Mary a", "--components", "features"]) == 2
     assert "needs --sae" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", ["gemma3", "gpt2", "gpt_neox"])
+def test_attribution_runs_on_other_families_and_agrees_across_backends(family, tmp_path):
+    """Gemma-3 (sliding windows, GQA, its BOS), GPT-2 and NeoX: the same scores from both backends, and AtP*'s
+    QK fix through each family's own attention (soft-capping, q/k norms, rotary or not)."""
+    from tiny_models import make_tiny
+
+    m = load_model(str(make_tiny(tmp_path / family, family, add_bos=family == "gemma3")), quiet=True)
+    pair = Pair.of(m, m.prompt("abcdefgh"), m.prompt("abcdxfgh"))
+    score = metric("logit_diff", m.encode("i")[0], m.encode("y")[0])
+    fams = ["heads", "mlp", "q", "k"]
+    a = attribute(m, pair, score, fams, method="atp*")
+    b = attribute(m, pair, score, fams, method="atp*", backend="nnsight")
+    for fam in fams:
+        torch.testing.assert_close(a.scores[fam], b.scores[fam], atol=1e-4, rtol=1e-3)
+    exact = activation_patching(m, pair, score, ["heads"])
+    assert a.scores["heads"].shape == exact.scores["heads"].shape == (m.info.n_layers, m.info.n_heads)
