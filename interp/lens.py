@@ -417,7 +417,7 @@ def token_id(model: Model, token: str) -> int:
                       "e.g. with its leading space (\" Paris\").")
 
 
-def format_table(table: dict, layers: list[str] | None = None, width: int = 12) -> str:
+def format_table(table: dict, layers: list[str] | None = None, width: int | None = None) -> str:
     """`lens_table`'s output as text: one row per layer (`layers`: their labels, default all), one column per
     position, each cell the top token and its probability (and p(token) when the table has one)."""
     labels = table["layers"]
@@ -425,6 +425,7 @@ def format_table(table: dict, layers: list[str] | None = None, width: int = 12) 
     if unknown:
         raise InterpError(f"Layers {unknown} are not lens layers of this model; it has {', '.join(labels)}.")
     rows = [labels.index(l) for l in layers] if layers else range(len(labels))
+    width = width or (20 if table["token"] is not None else 15)  # characters per cell
 
     def cell(text: str) -> str:
         return text[:width].ljust(width)
