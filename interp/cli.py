@@ -11,6 +11,8 @@
     interp sae train --store DIR [--kind topk] [--k 32] ...  train an SAE on a store (torchrun for data parallel)
     interp sae eval SAE_DIR --store DIR                       FVU, L0, dead/dense, CE loss recovered, KL
     interp patch MODEL --clean TEXT --corrupt TEXT --answer TOK --wrong TOK [--method attribution|atp*|activation]
+    interp lens MODEL "text" [--tuned]           every layer read as next-token predictions
+    interp steer MODEL "prompt" --vector V --alpha A   unsteered and steered continuations side by side
     interp app [--port 8501]                                  the dashboard (Streamlit) on the stored runs
 
 `interp run` prints the claims table and, as its last line, the run folder. It exits 0 when every

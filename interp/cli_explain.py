@@ -1,12 +1,19 @@
-"""The `interp` commands that explain one computation: patch (attribution and activation patching).
+"""The `interp` commands that explain one computation: patch (attribution and activation patching), lens
+(logit and tuned lens), steer-vector and steer (CAA vectors and SAE features).
 
     interp patch MODEL --clean TEXT --corrupt TEXT --answer TOK --wrong TOK [--method attribution|atp*|activation]
                  [--components resid,heads,mlp] [--metric logit_diff|prob|kl] [--out FILE.json]
+    interp lens MODEL "text" [--tuned] [--token TOK] [--layers embed,10,29] [--out FILE.json]
+    interp steer-vector MODEL (--positive FILE --negative FILE | --repo-sentiment N) --layer L --out V.steer
+    interp steer MODEL "prompt" (--vector V.steer | --feature SAE_DIR:ID) --alpha A [--layer L] [--clamp]
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from interp import InterpError
+from interp.cli import MODEL_DTYPE_CHOICES  # cli imports this module only once it is loaded itself
 
 PATCH_METHODS = {"attribution": "atp", "atp": "atp", "atp*": "atp*", "activation": "activation"}
 
@@ -36,6 +43,53 @@ def add_parsers(sub) -> None:
     s.add_argument("--top", type=int, default=5, help="cells to print per family (default: 5)")
     s.add_argument("--out", metavar="FILE.json", help="write every score array with its axis labels")
     s.set_defaults(func=cmd_patch)
+
+    s = sub.add_parser("lens", help="read every layer's residual stream as next-token predictions (logit or tuned lens)")
+    s.add_argument("model", help="model spec or folder")
+    s.add_argument("text", help="input text (toy models: token ids like \"3 17 5\" or vocabulary characters)")
+    s.add_argument("--tuned", action="store_true",
+                   help="use the tuned lens (trained on the local corpus on first use, minutes for SmolLM2; cached after)")
+    s.add_argument("--token", metavar="TOK", help="also show each layer's probability of this token (one token, e.g. \" Paris\")")
+    s.add_argument("--layers", type=lambda s: s.split(","), metavar="L,L,...",
+                   help="lens layers to show: embed and block indices, e.g. embed,10,29 (default: all)")
+    s.add_argument("--top", type=int, default=5, metavar="K", help="top tokens kept per cell in --out (default: 5)")
+    s.add_argument("--backend", default="transformer_lens", choices=["transformer_lens", "nnsight"], help="backend that runs the model")
+    s.add_argument("--dtype", default="float32", choices=MODEL_DTYPE_CHOICES, help="compute dtype of the forward pass (default: float32)")
+    s.add_argument("--out", metavar="FILE.json", help="also write the whole table (top ids, tokens, probabilities, KL) as JSON")
+    s.set_defaults(func=cmd_lens)
+
+    s = sub.add_parser("steer-vector", help="build a CAA steering vector (mean activation difference of two prompt lists) and save it")
+    s.add_argument("model", help="model spec or folder")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--positive", metavar="FILE", help="positive prompts, one per line (needs --negative)")
+    src.add_argument("--repo-sentiment", type=int, metavar="N",
+                     help="use N positive and N negative reviews of the repository's sentiment data (experiments/data/zerotuning)")
+    s.add_argument("--negative", metavar="FILE", help="negative prompts, one per line")
+    s.add_argument("--layer", type=int, required=True, help="layer L: the vector is read at blocks.L.hook_resid_post (or --site)")
+    s.add_argument("--site", default="resid_post", choices=["resid_post", "resid_pre"], help="residual site of that layer")
+    s.add_argument("--position", default="last", choices=["last", "mean"],
+                   help="read each prompt's last token (CAA, the default) or the mean over its tokens")
+    s.add_argument("--backend", default="transformer_lens", choices=["transformer_lens", "nnsight"], help="backend that runs the model")
+    s.add_argument("--out", required=True, metavar="FILE", help="where to write the vector (.safetensors with its metadata)")
+    s.set_defaults(func=cmd_steer_vector)
+
+    s = sub.add_parser("steer", help="continue a prompt with and without steering, greedy and sampled, side by side")
+    s.add_argument("model", help="model spec or folder")
+    s.add_argument("prompt", help="the text to continue (the model's BOS is added where it needs one)")
+    how = s.add_mutually_exclusive_group(required=True)
+    how.add_argument("--vector", metavar="FILE", help="a steering vector file (`interp steer-vector`)")
+    how.add_argument("--feature", metavar="SAE_DIR:ID", help="an SAE folder and a feature id, e.g. runs/sae/x:17")
+    s.add_argument("--layer", type=int, help="steer at blocks.L.hook_resid_post instead of the vector's own layer; "
+                                             "with --feature it must be the SAE's layer")
+    s.add_argument("--alpha", type=float, required=True,
+                   help="multiplier of the vector / of the feature's decoder row; with --clamp the value the feature is set to")
+    s.add_argument("--clamp", action="store_true", help="(--feature) clamp the feature to --alpha, keeping the SAE's error term")
+    s.add_argument("--start", type=int, default=0, help="first position steered (default 0: all)")
+    s.add_argument("--max-new-tokens", type=int, default=20, help="tokens to generate (default 20)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the sampled continuations (both from the same seed)")
+    s.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
+    s.add_argument("--backend", default="transformer_lens", choices=["transformer_lens", "nnsight"], help="backend that runs the model")
+    s.set_defaults(func=cmd_steer)
 
 
 def single_token(model, text: str | None, what: str) -> int | None:
@@ -107,3 +161,94 @@ def cmd_patch(args) -> int:
         print(f"wrote {args.out}")
     return 0
 
+
+# ------------------------------------------------------------------------------------------ lens
+
+
+def cmd_lens(args) -> int:
+    from interp import lens
+    from interp.models import load_model
+
+    if args.out:
+        from interp.fsutil import check_writable_file
+
+        check_writable_file(args.out, "--out")
+    model = load_model(args.model, quiet=True, dtype=args.dtype)
+    ids = model.prompt(args.text)
+    model.check_length(len(ids))
+    token = lens.token_id(model, args.token) if args.token else None
+    table = lens.lens_table(model, ids, "tuned" if args.tuned else "logit", k=args.top, token=token,
+                            backend=args.backend, quiet=False)
+    print(lens.format_table(table, args.layers))
+    if args.out:
+        from interp.fsutil import write_json
+
+        write_json(args.out, table)  # numpy arrays become lists
+        print(f"saved to {args.out}")
+    return 0
+
+
+# -------------------------------------------------------------------------------------- steering
+
+
+def _lines(path: str, what: str) -> list[str]:
+    try:
+        lines = [x.strip() for x in Path(path).read_text(encoding="utf-8").splitlines() if x.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise InterpError(f"Cannot read {what} {path} ({e}): give a UTF-8 text file with one prompt per line.") from e
+    if not lines:
+        raise InterpError(f"{what} {path} holds no prompt: write one prompt per line.")
+    return lines
+
+
+def cmd_steer_vector(args) -> int:
+    from interp.fsutil import check_writable_file
+    from interp.models import load_model
+    from interp.steering import caa_vector
+
+    check_writable_file(args.out, "--out")
+    if args.repo_sentiment is not None:
+        from interp.registry import experiment
+
+        positives, negatives = experiment("steering").contrast_sets(args.repo_sentiment)
+    else:
+        if not args.negative:
+            raise InterpError("--positive needs --negative: the vector is the difference of the two lists' mean activations.")
+        positives, negatives = _lines(args.positive, "--positive"), _lines(args.negative, "--negative")
+    model = load_model(args.model, quiet=True)
+    v = caa_vector(model, positives, negatives, args.layer, args.site, args.position, args.backend)
+    v.save(args.out)
+    print(f"{v.hook}  ‖v‖ {v.norm:.4g}  (mean ‖activation‖ {v.info['resid_norm']:.4g})  from {len(positives)} positive and "
+          f"{len(negatives)} negative prompts at the {args.position} token")
+    print(f"saved to {args.out}")
+    return 0
+
+
+def cmd_steer(args) -> int:
+    from interp.models import load_model
+    from interp.steering import SteeringVector, compare, feature_steering, steer
+
+    model = load_model(args.model, quiet=True)
+    if args.vector:
+        if args.clamp:
+            raise InterpError("--clamp sets an SAE feature: use it with --feature SAE_DIR:ID, not --vector.")
+        v = SteeringVector.load(args.vector)
+        patch = steer(model, v, args.alpha, layer=args.layer, start=args.start)
+        what = f"{args.alpha:g} × {args.vector} at {next(iter(patch))}"
+    else:
+        from interp.sae.io import load_sae
+
+        folder, _, fid = args.feature.rpartition(":")
+        if not folder or not fid.isdigit():
+            raise InterpError(f"--feature {args.feature!r}: write it as SAE_DIR:ID, e.g. runs/sae/x:17.")
+        sae = load_sae(folder)
+        kw = {"value": args.alpha} if args.clamp else {"alpha": args.alpha}
+        patch = feature_steering(model, sae, int(fid), layer=args.layer, start=args.start, **kw)
+        what = f"feature {fid} of {folder} " + (f"clamped to {args.alpha:g}" if args.clamp else f"× {args.alpha:g}") + f" at {next(iter(patch))}"
+    out = compare(model, args.prompt, patch, args.max_new_tokens, args.seed, args.temperature, args.backend)
+    print(f"steering: {what}")
+    for mode, pair in out.items():
+        print(f"\n{mode}" + (f" (seed {args.seed}, temperature {args.temperature:g})" if mode == "sampled" else ""))
+        for name, c in pair.items():
+            print(f"  {name:<10} {args.prompt}|{c.text!r}" + ("  [eos]" if c.stopped == "eos" else ""))
+    return 0
