@@ -33,6 +33,7 @@ from interp.hooks import run as run_hooks
 from interp.interventions import check_head, last_token_logits, logit_sequence_losses
 from interp.models import MODEL_DTYPES, load_model, model_shape
 from interp.runs import Run, claim
+from interp.runs import unasserted as unasserted_note
 
 from experiments.zerotuning import DATA, encode, load_tasks, prompt_style
 
@@ -75,6 +76,9 @@ class Config:
     """How an item is asked (as zerotuning): chat template, plain few-shot prompt, or auto (chat when the model has a template)."""
     shots: NonNegInt = 3
     """Solved validation items shown first in a plain prompt."""
+    check_readout: bool = True
+    """Assert claim 1, which needs the full budget (on 16 held-out items from 16 reviews per label it failed on seeds 0-2:
+    Spearman 0.89, 0.11, 0.96); when false it is measured and printed as a note (`unasserted_claims` in results.json)."""
     bootstrap: PosInt = 2000
     """Bootstrap resamples for the intervals."""
     batch_size: PosInt = 16
@@ -95,7 +99,7 @@ class Config:
         load_tasks(DATA, ["sentiment"])
 
 
-QUICK = {"n_train": 16, "n_test": 16, "n_ppl": 8, "bootstrap": 500}
+QUICK = {"n_train": 16, "n_test": 16, "n_ppl": 8, "bootstrap": 500, "check_readout": False}
 MODELS = {"gemma3-270m": {"layer": 7}}  # 12 of 30 layers ~ 7 of 18
 
 
@@ -145,8 +149,11 @@ def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
                                                           "Held-out label-logit difference under CAA steering", "α", "logit difference", x=alphas))
     run_dir.save_figure("perplexity_vs_alpha", figures.lines({"perplexity": out["perplexity"]}, "Prose perplexity under steering", "α",
                                                              "perplexity", x=alphas))
+    claims = _claims(out, cfg)
+    unasserted = [] if cfg.check_readout else [c for c in claims if c["name"] == "readout_monotone_in_alpha"]
     return {
-        "claims": _claims(out, cfg),
+        "claims": [c for c in claims if c not in unasserted], "unasserted_claims": unasserted,
+        "observations": [unasserted_note(c, "check_readout = false (the quick budget)") for c in unasserted],
         "vector": {"hook": vec.hook, "norm": vec.norm, "resid_norm": vec.info["resid_norm"],
                    "norm_over_resid": vec.norm / vec.info["resid_norm"], "contrast": cfg.contrast, "position": cfg.position,
                    "n_positive": vec.info["n_positive"], "n_negative": vec.info["n_negative"], "file": "vector.safetensors"},

@@ -231,7 +231,9 @@ def test_quick_run_on_a_tiny_model_writes_claims_and_the_vector(contrast, capsys
     assert code in (0, 1), out  # a random model may fail a claim
     run_dir = Path(out.strip().splitlines()[-1])
     r = json.loads((run_dir / "results.json").read_text())
-    assert [c["name"] for c in r["claims"]] == ["readout_monotone_in_alpha", "perplexity_small_alpha"]
+    assert [c["name"] for c in r["claims"]] == ["perplexity_small_alpha"]  # the quick budget asserts no readout claim
+    assert [c["name"] for c in r["unasserted_claims"]] == ["readout_monotone_in_alpha"]
+    assert "not asserted" in r["observations"][0]["statement"]
     assert r["alphas"] == [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0] and r["n_test"] == 6
     assert r["ppl_increase"][3] == 0.0 and len(r["readout_mean"]) == 7
     assert r["answer_tokens"] == ["Positive", "Negative"] and r["prompt_style"] == "chat"  # right after the assistant turn: no space
