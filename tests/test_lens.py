@@ -164,3 +164,14 @@ def test_quick_experiment_runs_on_a_tiny_model(tiny, cache, capsys, runs_dir):
     assert again["lens_loaded"] and again["heldout"].keys() == r["heldout"].keys()  # the cached lens, evaluated afresh
     for k, v in r["heldout"].items():
         assert np.allclose(again["heldout"][k], v, atol=1e-5), k
+
+
+def test_a_bfloat16_model_reads_and_trains_in_float32_translators(tiny, cache):
+    model = load_model(tiny["llama"].spec, quiet=True, dtype="bfloat16")
+    tokens = torch.randint(0, 256, (2, 7))
+    resid = L.residuals(model, tokens)
+    assert resid.dtype == torch.bfloat16
+    assert (L.lens_logits(model, resid)[-1] - model.forward(tokens).float()).abs().max() < 1e-2
+    lens = L.train_tuned_lens(model, L.LensSettings(**{**SMALL.__dict__, "steps": 10}))
+    assert lens.weight.dtype == torch.float32 and lens.meta["model_dtype"] == "bfloat16"
+    assert lens.meta["last_loss"] < lens.meta["first_loss"]
