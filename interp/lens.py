@@ -228,25 +228,14 @@ def evaluate(model: Model, resid: Float[Tensor, "layer batch pos d_model"], tune
     return out
 
 
-def train_tuned_lens(model: Model, settings: LensSettings = LensSettings(), quiet: bool = True, log=None) -> TunedLens:
-    """Train a tuned lens from scratch (no cache): capture, optimise every translator at once with Adam
-    in float32, evaluate on held-out text. `log(step, **numbers)` is called every 25 steps."""
-    settings.check()
-    t0 = time.perf_counter()
-    train_tokens, held_tokens = corpus_tokens(model, settings)
-    dtype, _ = resolve_dtype(settings.matmul_dtype, str(model.device))
-    head = unembed(model, dtype)
-    resid = residuals(model, train_tokens, settings.backend)[:, :, 1:].flatten(1, 2)  # [layer, n, d_model]
-    capture_s = time.perf_counter() - t0
-    n_layers, n = model.info.n_layers, resid.shape[1]
-    lens = TunedLens(n_layers, model.info.d_model).to(model.device)
-    for p in head.norm.parameters():
-        p.requires_grad_(False)
+def _optimise(lens: TunedLens, head: Unembed, resid: Float[Tensor, "layer n d_model"], settings: LensSettings,
+              quiet: bool, log) -> list[float]:
+    """Adam on every translator at once; each step's loss (the mean KL over layers and positions)."""
     opt = torch.optim.Adam(lens.parameters(), lr=settings.lr)
     gen = torch.Generator().manual_seed(settings.seed)
     losses = []
     for step in range(settings.steps):
-        idx = torch.randint(n, (settings.batch,), generator=gen)
+        idx = torch.randint(resid.shape[1], (settings.batch,), generator=gen)
         x = resid[:, idx]  # [layer, batch, d_model]
         with torch.no_grad():
             final = head(x[-1])  # [batch, d_vocab]
@@ -265,6 +254,29 @@ def train_tuned_lens(model: Model, settings: LensSettings = LensSettings(), quie
             log(step, train_kl=loss.item())
         if not quiet and step % 25 == 0:
             print(f"tuned lens: step {step}/{settings.steps}, train KL {loss.item():.3f}", flush=True)
+    return losses
+
+
+def train_tuned_lens(model: Model, settings: LensSettings = LensSettings(), quiet: bool = True, log=None) -> TunedLens:
+    """Train a tuned lens from scratch (no cache): capture, optimise every translator at once with Adam
+    in float32, evaluate on held-out text. `log(step, **numbers)` is called every 25 steps."""
+    settings.check()
+    t0 = time.perf_counter()
+    train_tokens, held_tokens = corpus_tokens(model, settings)
+    dtype, _ = resolve_dtype(settings.matmul_dtype, str(model.device))
+    head = unembed(model, dtype)
+    resid = residuals(model, train_tokens, settings.backend)[:, :, 1:].flatten(1, 2)  # [layer, n, d_model]
+    capture_s = time.perf_counter() - t0
+    n_layers, n = model.info.n_layers, resid.shape[1]
+    lens = TunedLens(n_layers, model.info.d_model).to(model.device)
+    frozen = [p for p in head.norm.parameters() if p.requires_grad]  # the model's own: no gradient, restored after
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        losses = _optimise(lens, head, resid, settings, quiet, log)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
     train_s = time.perf_counter() - t0 - capture_s
     lens.requires_grad_(False)
     held = evaluate(model, residuals(model, held_tokens, settings.backend), lens, dtype)

@@ -81,6 +81,8 @@ def test_tuned_lens_beats_the_logit_lens_on_heldout_text(tiny, name, cache):
     assert ev["logit_kl"][-1] < 1e-5 and ev["tuned_kl"][-1] < 1e-5  # the output layer has no translator
     assert np.allclose(lens.meta["heldout"]["tuned_kl"], ev["tuned_kl"], atol=1e-5)
     assert lens.meta["last_loss"] < lens.meta["first_loss"]
+    norm = list(L.unembed(model).norm.parameters())
+    assert norm and all(p.requires_grad and p.grad is None for p in norm)  # the model is left as it was
 
 
 def test_a_second_call_loads_the_cached_lens(tiny, cache, monkeypatch):
