@@ -151,7 +151,8 @@ def _observations(ev: dict, labels: list[str]) -> list[dict]:
 def _figures(run_dir: Run, ev: dict, labels: list[str]) -> None:
     z = np.stack([ev["logit_kl"], ev["tuned_kl"]])  # [lens, layer]
     run_dir.save_figure("kl_heatmap", figures.heatmap(z, "KL(final ‖ lens) per layer, held-out text (nats)", "layer", "lens",
-                                                      x=labels, y=["logit lens", "tuned lens"], zmin=0.0, zlabel="KL (nats)"))
+                                                      x=labels, y=["logit lens", "tuned lens"], zmin=0.0, zlabel="KL (nats)",
+                                                      signed=False))
     run_dir.save_figure("kl_by_layer", figures.lines({"logit lens": ev["logit_kl"], "tuned lens": ev["tuned_kl"]},
                                                      "KL(final ‖ lens) by layer, held-out text", "layer", "KL (nats)", x=labels))
     run_dir.save_figure("top1_by_layer", figures.lines({"logit lens": ev["logit_top1"], "tuned lens": ev["tuned_top1"]},
