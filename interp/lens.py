@@ -1,7 +1,10 @@
 """Logit lens and tuned lens: read every layer's residual stream as a next-token distribution.
 
-    probs = lens_probs(model, tokens)                       # logit lens, [layer, batch, pos, d_vocab]
+    resid = residuals(model, tokens)                        # [layer, batch, pos, d_model], one forward
+    logits = lens_logits(model, resid)                      # logit lens, [layer, batch, pos, d_vocab]
     tuned = tuned_lens(model)                               # trained once (minutes), then loaded from the cache
+    logits = lens_logits(model, resid, tuned)               # tuned lens
+    ev = evaluate(model, resid, tuned)                      # per layer: mean KL(final ‖ lens), top-1 agreement
     table = lens_table(model, ids, lens="tuned", k=5)       # what a layer × position heatmap needs
 
 Lens layers: layer 0 is the embedding (`blocks.0.hook_resid_pre`), layer l + 1 is block l's
@@ -23,6 +26,11 @@ A trained lens is saved as `<cache>/lenses/<model>-<hash>.safetensors` (`interp.
 the hash over the settings and a fingerprint of the model's weights; its metadata holds the settings,
 the model spec and the held-out KLs. A second call with the same settings loads it; a file that cannot
 be read or does not match is trained again and rewritten (atomically, `interp.fsutil`).
+
+Cost: a training step reads `batch` positions at every layer through the full unembedding (for SmolLM2
+30 × 32 rows × 49,152 logits, forward and backward), with the matmul in bfloat16 where the CPU has
+units for it (`matmul_dtype="auto"`). The default 100 steps took 480 s wall on a 2-core machine shared
+with four other jobs; the whole run, capture and evaluation included, 4.3 min of CPU (docs/experiments/lenses.md).
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import json
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
