@@ -406,21 +406,31 @@ def lens_table(model: Model, tokens: list[int] | Int[Tensor, " pos"], lens: str 
     tuned = tuned_lens(model, settings, quiet=quiet) if lens == "tuned" else lens if isinstance(lens, TunedLens) else None
     k = min(k, model.info.d_vocab)
     resid = residuals(model, ids, backend)[:, 0]  # [layer, pos, d_model]
-    logits = lens_logits(model, resid, tuned)  # [layer, pos, d_vocab]
-    log_q = torch.log_softmax(logits, -1)  # [layer, pos, d_vocab]
-    probs = log_q.exp()
-    top_p, top_i = probs.topk(k, -1)  # [layer, pos, k]
+    if tuned is not None:
+        with torch.no_grad():
+            resid = tuned.translate(resid)
+    head = unembed(model)
+    final = head(resid[-1]).detach()  # [pos, d_vocab]
+    rows = []  # one layer at a time: [pos, d_vocab] in memory, not [layer, pos, d_vocab]
+    with torch.no_grad():
+        for r in resid:
+            log_q = torch.log_softmax(head(r), -1)  # [pos, d_vocab]
+            probs = log_q.exp()
+            top_p, top_i = probs.topk(k, -1)  # [pos, k]
+            rows.append((top_i, top_p, kl_to_final(final, log_q), -(probs * log_q).sum(-1),
+                         probs[:, token] if token is not None else None))
+    top_i, top_p, kl, entropy, token_prob = (None if row[0] is None else torch.stack(row).numpy() for row in zip(*rows))
     return {
         "lens": "tuned" if tuned is not None else "logit",
         "layers": layer_labels(model),
         "input_tokens": model.token_strs(ids[0].tolist()),
-        "top_ids": top_i.numpy(),
-        "top_probs": top_p.numpy(),
+        "top_ids": top_i,
+        "top_probs": top_p,
         "top_tokens": [[model.token_strs(row) for row in layer] for layer in top_i.tolist()],
-        "kl": kl_to_final(logits[-1:], logits).numpy(),
-        "entropy": -(probs * log_q).sum(-1).numpy(),
+        "kl": kl,
+        "entropy": entropy,
         "token": None if token is None else model.token_strs([token])[0],
-        "token_prob": None if token is None else probs[..., token].numpy(),
+        "token_prob": token_prob,
     }
 
 

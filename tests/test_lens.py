@@ -177,3 +177,11 @@ def test_a_bfloat16_model_reads_and_trains_in_float32_translators(tiny, cache):
     lens = L.train_tuned_lens(model, L.LensSettings(**{**SMALL.__dict__, "steps": 10}))
     assert lens.weight.dtype == torch.float32 and lens.meta["model_dtype"] == "bfloat16"
     assert lens.meta["last_loss"] < lens.meta["first_loss"]
+
+
+@pytest.mark.parametrize("change, message", [({"steps": 0}, "steps = 0 is too small"), ({"lr": float("nan")}, "lr = nan"),
+                                             ({"n_train_texts": 1000}, "ask for fewer")])
+def test_bad_settings_are_clear_errors_before_any_training(tiny, cache, change, message):
+    with pytest.raises(InterpError, match=message):
+        L.tuned_lens(tiny["llama"], L.LensSettings(**{**SMALL.__dict__, **change}))
+    assert not (cache / "lenses").exists() or not list((cache / "lenses").glob("*.safetensors"))
