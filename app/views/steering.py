@@ -85,7 +85,7 @@ def body() -> None:
                                                  if clamp else "α × W_dec[feature] is added at every position"))
         source = (FEATURE, str(labels[name]), feature, clamp)
     c1, c2, c3 = st.columns(3)
-    alpha = float(c1.number_input("α", -100.0, 100.0, 4.0, step=1.0, key="alpha", bind=URL))
+    alpha = float(c1.number_input("α", -100.0, 100.0, 1.0, step=0.5, key="alpha", bind=URL))
     tokens = int(c2.number_input("New tokens", 1, 64, 20, key="tokens", bind=URL))
     seed = int(c3.number_input("Sampling seed", 0, 10_000, 0, key="seed", bind=URL))
     if st.button("Generate both continuations", key="generate", type="primary"):
