@@ -297,7 +297,7 @@ def test_lens_page_maps_top_tokens_and_trains_the_tuned_lens_on_a_button(stored_
 
 def test_steering_compares_continuations_with_a_caa_vector_and_an_sae_feature(stored_runs, monkeypatch, tiny_llama_dir):
     at = open_page("steering", stored_runs, monkeypatch, {"model": "local folder", "model_folder": str(tiny_llama_dir),
-                                                          "layer": "1", "tokens": "4"})
+                                                          "layer": "1", "tokens": "4", "alpha": "50"})
     assert_clean(at)
     assert at.text_area(key="positives").value.count("\n") == 31  # the repository's reviews, 32 a side
     assert "Mean difference of `blocks.1.hook_resid_post`" in " ".join(c.value for c in at.caption)
