@@ -19,7 +19,8 @@ import pytest
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
 # page url path -> does it draw a plotly figure with the fixture runs?
-PAGES = {"": True, "sinks": True, "circuits": False, "features": True, "dynamics": True, "function_tokens": False}
+PAGES = {"": True, "sinks": True, "circuits": True, "lenses": True, "features": True, "steering": False, "dynamics": True,
+         "function_tokens": False}
 
 
 def free_port() -> int:
