@@ -190,12 +190,15 @@ class LensSettings:
 def corpus_tokens(model: Model, s: LensSettings) -> tuple[Int[Tensor, "text pos"], Int[Tensor, "text pos"]]:
     """Training and held-out token ids from the local corpus: held-out texts come from files no training
     text comes from. Gemma-like models (`needs_bos`) get their BOS first."""
-    texts = _texts(2 * (s.n_train_texts + s.n_heldout_texts), s.seed, s.seq_len)
     body = s.seq_len - model.needs_bos
-    texts = [t for t in texts if len(model.encode(t.text)) >= body]
-    train = texts[: s.n_train_texts]
-    used = {t.source.split(":")[0] for t in train}
-    held = [t for t in texts[s.n_train_texts :] if t.source.split(":")[0] not in used][: s.n_heldout_texts]
+    for pool in (2, 4, 8):  # a larger draw only when the first leaves too few held-out texts from unused files
+        texts = [t for t in _texts(pool * (s.n_train_texts + s.n_heldout_texts), s.seed, s.seq_len)
+                 if len(model.encode(t.text)) >= body]
+        train = texts[: s.n_train_texts]
+        used = {t.source.split(":")[0] for t in train}
+        held = [t for t in texts[s.n_train_texts :] if t.source.split(":")[0] not in used][: s.n_heldout_texts]
+        if len(train) == s.n_train_texts and len(held) == s.n_heldout_texts:
+            break
     if len(train) < s.n_train_texts or len(held) < s.n_heldout_texts:
         raise InterpError(f"The corpus gives {len(train)} training and {len(held)} held-out texts of {s.seq_len} tokens "
                           f"(asked for {s.n_train_texts} and {s.n_heldout_texts}): ask for fewer or shorter texts.")
