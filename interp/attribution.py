@@ -70,7 +70,7 @@ def attribute(
         comp = component(name)
         hooks = [hook_of(comp, l) for l in range(L)]
         if qk and name in ("q", "k"):  # the softmax step exact: score through the pattern's gradient
-            dA = pattern_deltas(model, base, src, name, backend)
+            dA = pattern_deltas(model, base, src, acts, name, backend)
             n_kv = src[hooks[0]].shape[2]
             estimate = lambda g: qk_scores(dA, g, n_kv if name == "k" else None)  # noqa: E731
         else:
@@ -156,9 +156,10 @@ def grad_drop_mean(per_cut: list[Tensor]) -> Tensor:
 # ------------------------------------------------------------------------------------------ QK fix
 
 
-def pattern_deltas(model: Model, base: Tensor, src: dict, family: str, backend: str) -> list[Tensor]:
-    """Per layer, A with that layer's source queries (or keys) − A of the base run, [head, q, k] each,
-    exact through the softmax. Row l of one batched forward patches layer l; it stops at the last pattern."""
+def pattern_deltas(model: Model, base: Tensor, src: dict, acts: dict, family: str, backend: str) -> list[Tensor]:
+    """Per layer, A with that layer's source queries (or keys) − A of the base run (`acts`, the gradient
+    run's capture), [head, q, k] each, exact through the softmax. Row l of one batched forward patches
+    layer l; it stops at the last pattern."""
     comp, L = component(family), model.info.n_layers
     patterns = [f"blocks.{l}.attn.hook_pattern" for l in range(L)]
 
@@ -172,8 +173,7 @@ def pattern_deltas(model: Model, base: Tensor, src: dict, family: str, backend: 
 
     patch = {hook_of(comp, l): row(l, src[hook_of(comp, l)]) for l in range(L)}
     _, new = run(model, base.expand(L, -1), capture=patterns, patch=patch, backend=backend, stop_early=True)
-    _, old = run(model, base, capture=patterns, backend=backend, stop_early=True)
-    return [new[name][l].float() - old[name][0].float() for l, name in enumerate(patterns)]
+    return [new[name][l].float() - acts[name][0].float() for l, name in enumerate(patterns)]
 
 
 def qk_scores(dA: list[Tensor], grads: dict, n_kv: int | None) -> Float[Tensor, "layer head"]:
