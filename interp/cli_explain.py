@@ -150,7 +150,7 @@ def cmd_patch(args) -> int:
           f"({'noising' if args.noising else 'denoising'}: 0 = corrupted, 1 = clean)")
     for name, s in r.scores.items():
         cells = top_cells(s, args.top)
-        named = ", ".join(" ".join(f"{ax} {labels.get(ax, range(10**9))[i]}" for ax, i in zip(r.axes[name], c))
+        named = ", ".join(" ".join(f"{ax} {labels[ax][i] if ax in labels else i}" for ax, i in zip(r.axes[name], c))
                           + f": {s[c].item():+.3f}" for c in cells)
         print(f"  {name:<15} [{' × '.join(r.axes[name])}] top {len(cells)}: {named}")
     if args.out:

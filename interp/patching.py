@@ -116,8 +116,8 @@ class Pair:
 
     @classmethod
     def of(cls, model: Model, clean, corrupt) -> "Pair":
-        clean, corrupt = (torch.as_tensor(t).reshape(1, -1) if not isinstance(t, Tensor) or t.ndim == 1 else t
-                          for t in (clean, corrupt))
+        clean, corrupt = (t if isinstance(t, Tensor) and t.ndim == 2 else torch.as_tensor(t).reshape(1, -1)
+                          for t in (clean, corrupt))  # token lists and [pos] tensors become [1, pos]
         if clean.shape != corrupt.shape or clean.ndim != 2 or clean.shape[0] != 1:
             raise InterpError(
                 f"Patching needs one clean and one corrupted prompt of the same length, got token shapes "
