@@ -94,11 +94,11 @@ def pair_of(spec: str, clean: str, corrupt: str):
 
 @st.cache_data(show_spinner="Attributing: two forwards and one backward…", max_entries=16)
 def attribution_maps(spec: str, clean: str, corrupt: str, good: int, bad: int, noising: bool, method: str) -> dict:
-    m = model(spec)
-    r = attribute(m, pair_of(spec, clean, corrupt), metric("logit_diff", good, bad), ["heads", "mlp"], method, noising,
+    pair = pair_of(spec, clean, corrupt)
+    r = attribute(model(spec), pair, metric("logit_diff", good, bad), ["heads", "mlp"], method, noising,
                   metric_name="logit_diff")
     return {"heads": r.scores["heads"].numpy(), "mlp": r.scores["mlp"].numpy(), "clean": r.clean, "corrupted": r.corrupt,
-            "seconds": r.seconds, "method": r.method, "tokens": pair_of(spec, clean, corrupt).clean[0].numpy()}
+            "seconds": r.seconds, "method": r.method, "tokens": pair.clean[0].numpy()}
 
 
 @st.cache_data(show_spinner="Activation patching the top cells, one forward each…", max_entries=16)
