@@ -167,14 +167,19 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
     s.set_defaults(func=cmd_sae_train)
     p._sae_train_parser = s
-    s = sae.add_parser("eval", help="evaluate an SAE folder on a store: FVU, L0, dead/dense, CE loss recovered, KL",
-                       description="Evaluate an SAE (a SAELens-format folder) on the last --tokens activations of a store, "
-                       "and, for stores of real models, splice it into the model on the store's last --sequences "
-                       "sequences. Prints one JSON object.")
+    s = sae.add_parser("eval", help="evaluate an SAE: SAEBench's core metrics, sparse probing, feature absorption",
+                       description="Evaluate an SAE (a SAELens-format folder) with the suites named by --suite: core "
+                       "(SAEBench's core metrics on the last --tokens activations of the store, and, for stores of real "
+                       "models, the SAE spliced into the model on the store's last --sequences sequences), probing "
+                       "(sparse probing on local labelled texts) and absorption (first-letter feature absorption). "
+                       "Prints a summary table and writes every number to --out.")
     s.add_argument("sae_dir", help="SAE folder (cfg.json + sae_weights.safetensors)")
     s.add_argument("--store", required=True, help="activation store of the SAE's hook")
+    s.add_argument("--suite", default="core", help="comma-separated: core, probing, absorption (default: core)")
+    s.add_argument("--out", help="JSON file for the results (default: SAE_DIR/eval.json, which the dashboard shows)")
     s.add_argument("--tokens", type=int, default=65536, help="activations from the end of the store to evaluate on, ≥ 1 (default: 65536)")
     s.add_argument("--sequences", type=int, default=16, help="store sequences for CE loss recovered and KL; 0 skips them (default: 16)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_sae_eval)
 
     from interp import cli_explain
@@ -366,31 +371,25 @@ def cmd_sae_train(args) -> int:
 
 
 def cmd_sae_eval(args) -> int:
-    import torch
-
-    from interp.models import load_model
-    from interp.sae.evals import activation_metrics, splice_metrics
+    from interp.fsutil import check_writable_file, write_json
     from interp.sae.io import load_sae
+    from interp.sae.suite import default_out, evaluate, parse_suites, summary
     from interp.store import open_store
 
     if args.tokens < 1:
         raise InterpError(f"--tokens {args.tokens}: evaluate on at least 1 activation (default 65536).")
     if args.sequences < 0:
         raise InterpError(f"--sequences {args.sequences}: give a count ≥ 1, or 0 to skip CE loss recovered and KL.")
+    suites = parse_suites(args.suite)
+    out = Path(args.out) if args.out else default_out(args.sae_dir)
     sae = load_sae(args.sae_dir)
+    check_writable_file(out, "--out")
     store = open_store(args.store)
-    if store.d_in != sae.cfg.d_in:
-        raise InterpError(f"The store in {store.dir} holds activations of width {store.d_in}, but the SAE in {args.sae_dir} "
-                          f"reads d_in = {sae.cfg.d_in}. Evaluate it on a store of its own hook ({sae.cfg.hook_name or 'see its cfg.json'}).")
-    n = min(args.tokens, store.n_tokens)
-    out = activation_metrics(sae, store.read(store.n_tokens - n, store.n_tokens))
-    out.pop("l0_histogram")
-    tokens = store.tokens()
-    if args.sequences and tokens is not None and not store.manifest["model"].startswith("synthetic"):
-        model = load_model(store.manifest["model"], quiet=True)
-        seqs = torch.from_numpy(tokens[-args.sequences:]).long()
-        out.update(splice_metrics({"sae": sae}, model, seqs, store.manifest["hook"], skip_first=not store.manifest["keep_first"])["sae"])
-    print(json.dumps(out, default=float))
+    result = evaluate(sae, store, suites, tokens=args.tokens, sequences=args.sequences, quiet=args.quiet)
+    result["sae"] = str(Path(args.sae_dir))
+    write_json(out, result)
+    print(summary({Path(args.sae_dir).name: result}))
+    print(f"all numbers: {out}", file=sys.stderr)
     return 0
 
 

@@ -179,8 +179,17 @@ def test_cli_train_and_eval(store, tmp_path, capsys):
     assert main(["sae", "train", "--resume", str(out), "--quiet"]) == 2  # already finished: never rewritten
     assert "already complete" in capsys.readouterr().err
     assert main(["sae", "eval", str(out / "sae"), "--store", str(store), "--tokens", "2048"]) == 0
-    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert 0 < res["fvu"] < 1 and res["l0"] == pytest.approx(4)
+    table = capsys.readouterr().out
+    assert "explained variance" in table and "L0" in table
+    res = json.loads((out / "sae" / "eval.json").read_text())["core"]
+    assert 0 < res["reconstruction_quality"]["fvu"] < 1 and res["sparsity"]["l0"] == pytest.approx(4)
+    assert res["reconstruction_quality"]["explained_variance"] == pytest.approx(1 - res["reconstruction_quality"]["fvu"])
+    assert len(res["features"]["feature_density"]) == 64
+    # probing needs a model to run texts through: a synthetic store says so
+    assert main(["sae", "eval", str(out / "sae"), "--store", str(store), "--suite", "core,probing"]) == 2
+    assert "synthetic activations" in capsys.readouterr().err
+    assert main(["sae", "eval", str(out / "sae"), "--store", str(store), "--suite", "core,spelling"]) == 2
+    assert "choose a comma-separated subset of core, probing, absorption" in capsys.readouterr().err
     # a store of another width is refused with a clear message
     other = tmp_path / "wide"
     w = StoreWriter(other, {"model": "synthetic", "hook": "h", "d_in": 8, "dtype": "float16", "n_tokens": 64})

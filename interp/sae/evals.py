@@ -8,6 +8,22 @@
   CE recovered = (CE_zero − CE_sae) / (CE_zero − CE_clean); KL(clean ‖ spliced) per token.
   Positions the store left out (position 0 unless it kept it) stay clean in both interventions, and
   so do outlier activations (norm above the SAE's max_norm), which the SAE was not trained on.
+- `core_metrics` arranges both, plus the weights' own statistics (`weight_metrics`), under SAEBench's
+  metric names and groups (sae_bench/evals/core/main.py), so a researcher can read them side by side
+  with SAEBench's tables. Definitions, with x the activation, x̂ its reconstruction, means over tokens:
+    explained_variance   1 − Σ|x − x̂|² / Σ|x − x̄|²  (= 1 − FVU)
+    explained_variance_legacy  mean over tokens of 1 − |x − x̂|² / |x − x̄|²  (SAEBench's older, per-token form)
+    mse                  mean over tokens of |x − x̂|² (SAEBench divides each token's error by its batch's
+                         token count, which makes its number depend on the batch size; ours does not)
+    cossim               mean cos(x, x̂);  l2_ratio  mean |x̂| / |x|;  l2_norm_in / l2_norm_out  mean |x|, |x̂|
+    relative_reconstruction_bias  mean |x̂|² / mean ⟨x, x̂⟩  (Eq. 10 of Wright & Sharkey 2024; 1 = unbiased)
+    l0, l1               mean active features per token, mean Σ_f z_f
+    ce_loss_score        (CE_zero − CE_sae) / (CE_zero − CE_clean)   (= ce_recovered)
+    kl_div_score         (KL_zero − KL_sae) / KL_zero
+    feature_density      share of tokens a feature fires on; freq_over_1_percent / 10 the share of
+                         features above 1% / 10%, normalized_* their share of all firings, frac_alive > 0
+    max cosine           per feature, the largest cosine of its decoder (encoder) row with any other row;
+                         encoder_decoder_cosine_sim per feature cos(W_enc[f], W_dec[f])
 """
 
 from __future__ import annotations
@@ -25,32 +41,89 @@ from interp.sae.models import SAE
 
 @torch.no_grad()
 def activation_metrics(sae: SAE, x: Float[Tensor, "n d_in"], batch_size: int = 4096, dense_share: float = 0.1,
-                       as_trained: bool = False) -> dict:
+                       as_trained: bool = False, features: bool = False) -> dict:
     """Metrics on activations `x`; `as_trained` applies the batch rules over batches of `batch_size`
-    as in training instead of the per-feature thresholds."""
+    as in training instead of the per-feature thresholds. `features` adds each feature's firing density
+    (a list of d_sae floats) under "feature_density"."""
     was = sae.training
     sae.train(as_trained)
     n_all = x.shape[0]
     if sae.cfg.max_norm:  # the outliers the SAE was trained without (see SAETrainConfig.outlier_norm)
         x = x[x.norm(dim=1) <= sae.cfg.max_norm]
+    n = x.shape[0]
+    if n == 0:
+        raise InterpError(f"No activations to evaluate: all {n_all} exceed the SAE's max_norm {sae.cfg.max_norm:.1f}, "
+                          "or none were given. Evaluate on activations of the SAE's own hook.")
     mean = x.double().mean(0)
     variance = (x.double() - mean).pow(2).sum(-1).mean().item()
-    sq, fired, l0s = 0.0, torch.zeros(sae.cfg.d_sae), []
-    for s in range(0, x.shape[0], batch_size):
-        xb = x[s : s + batch_size]
+    sums = dict.fromkeys(("sq", "ev_legacy", "cossim", "l2_in", "l2_out", "l2_ratio", "rec_sq", "dot", "l1"), 0.0)
+    fired, l0s = torch.zeros(sae.cfg.d_sae, dtype=torch.float64), []
+    for s in range(0, n, batch_size):
+        xb = x[s : s + batch_size].float()
         codes = sae.encode(xb)
-        sq += (xb - sae.decode(codes)).pow(2).sum().item()
+        rec = sae.decode(codes).float()
+        err = (xb - rec).pow(2).sum(-1)  # [batch]
+        n_in, n_out = xb.norm(dim=-1), rec.norm(dim=-1)
+        sums["sq"] += err.sum().item()
+        sums["ev_legacy"] += (1 - err / (xb - mean.float()).pow(2).sum(-1).clamp(min=1e-12)).sum().item()
+        sums["cossim"] += F.cosine_similarity(xb, rec, dim=-1, eps=1e-8).sum().item()
+        sums["l2_in"] += n_in.sum().item()
+        sums["l2_out"] += n_out.sum().item()
+        sums["l2_ratio"] += (n_out / torch.where(n_in < 1e-4, 1.0, n_in)).sum().item()
+        sums["rec_sq"] += n_out.pow(2).sum().item()
+        sums["dot"] += (xb * rec).sum().item()
         active = codes.values > 0
-        fired += torch.bincount(codes.cols[active], minlength=sae.cfg.d_sae).float().cpu()
+        sums["l1"] += codes.values[active].float().sum().item()
+        fired += torch.bincount(codes.cols[active], minlength=sae.cfg.d_sae).double().cpu()
         l0s.append(codes.l0().cpu())
     sae.train(was)
-    n = x.shape[0]
     l0 = torch.cat(l0s)
-    return {"fvu": sq / n / variance, "mse": sq / n, "l0": l0.mean().item(),
-            "l0_quantiles": {q: l0.quantile(q).item() for q in (0.05, 0.25, 0.5, 0.75, 0.95)},
-            "l0_histogram": torch.bincount(l0.long()).tolist(),
-            "dead_share": (fired == 0).float().mean().item(), "dense_share": (fired / n > dense_share).float().mean().item(),
-            "tokens": n, "outliers_excluded": n_all - n}
+    density = fired / n
+    out = {"fvu": sums["sq"] / n / variance, "mse": sums["sq"] / n, "l0": l0.mean().item(),
+           "l0_quantiles": {q: l0.quantile(q).item() for q in (0.05, 0.25, 0.5, 0.75, 0.95)},
+           "l0_histogram": torch.bincount(l0.long()).tolist(),
+           "dead_share": (fired == 0).float().mean().item(), "dense_share": (density > dense_share).float().mean().item(),
+           "tokens": n, "outliers_excluded": n_all - n,
+           "explained_variance_legacy": sums["ev_legacy"] / n, "cossim": sums["cossim"] / n,
+           "l2_norm_in": sums["l2_in"] / n, "l2_norm_out": sums["l2_out"] / n, "l2_ratio": sums["l2_ratio"] / n,
+           "relative_reconstruction_bias": sums["rec_sq"] / sums["dot"] if sums["dot"] else float("nan"),
+           "l1": sums["l1"] / n, **_density_stats(density)}
+    if features:
+        out["feature_density"] = density.tolist()
+    return out
+
+
+def _density_stats(density: Tensor) -> dict:
+    total = density.sum().item()
+    return {"frac_alive": (density > 0).float().mean().item(),
+            "freq_over_1_percent": (density > 0.01).float().mean().item(),
+            "freq_over_10_percent": (density > 0.1).float().mean().item(),
+            "normalized_freq_over_1_percent": density[density > 0.01].sum().item() / total if total else 0.0,
+            "normalized_freq_over_10_percent": density[density > 0.1].sum().item() / total if total else 0.0}
+
+
+@torch.no_grad()
+def max_cosine(rows: Float[Tensor, "n d"], chunk: int = 1024) -> Float[Tensor, " n"]:
+    """Per row, the largest cosine similarity with any other row (chunked: no n × n matrix is kept)."""
+    unit = F.normalize(rows.float(), dim=-1)
+    out = torch.empty(unit.shape[0])
+    for s in range(0, unit.shape[0], chunk):
+        sims = unit[s : s + chunk] @ unit.T  # [chunk, n]
+        sims[torch.arange(sims.shape[0]), torch.arange(s, s + sims.shape[0])] = -float("inf")
+        out[s : s + chunk] = sims.max(-1).values
+    return out
+
+
+@torch.no_grad()
+def weight_metrics(sae: SAE) -> dict:
+    """The weights' own statistics, per feature (lists of d_sae floats) and their means."""
+    enc_dec = F.cosine_similarity(sae.W_enc.float(), sae.W_dec.float(), dim=-1)
+    max_dec, max_enc = max_cosine(sae.W_dec), max_cosine(sae.W_enc)
+    return {"average_max_decoder_cosine_sim": max_dec.mean().item(), "average_max_encoder_cosine_sim": max_enc.mean().item(),
+            "average_encoder_decoder_cosine_sim": enc_dec.mean().item(),
+            "features": {"encoder_decoder_cosine_sim": enc_dec.tolist(), "max_decoder_cosine_sim": max_dec.tolist(),
+                         "max_encoder_cosine_sim": max_enc.tolist(), "encoder_norm": sae.W_enc.norm(dim=-1).tolist(),
+                         "encoder_bias": sae.b_enc.tolist()}}
 
 
 @torch.no_grad()
@@ -102,7 +175,34 @@ def splice_metrics(saes: dict[str, SAE], model, tokens: Tensor, hook: str, skip_
     for name, sums in each.items():
         r = {**base, **{k: v / n for k, v in sums.items()}, "sequences": n}
         r["ce_recovered"] = (r["ce_zero"] - r["ce_sae"]) / gap
+        r["kl_div_score"] = (r["kl_zero"] - r["kl_sae"]) / r["kl_zero"] if r["kl_zero"] > 0 else float("nan")
         out[name] = r
+    return out
+
+
+def core_metrics(sae: SAE, x: Float[Tensor, "n d_in"], splice: dict | None = None, batch_size: int = 4096) -> dict:
+    """SAEBench's core evaluation on activations `x` (and `splice`, one SAE's `splice_metrics` entry, if
+    the SAE was spliced into its model), grouped and named as SAEBench names them. Per-feature lists
+    (density, cosines, encoder norms and biases) go under "features"."""
+    a = activation_metrics(sae, x, batch_size=batch_size, features=True)
+    w = weight_metrics(sae)
+    out = {
+        "reconstruction_quality": {"explained_variance": 1 - a["fvu"], "explained_variance_legacy": a["explained_variance_legacy"],
+                                   "mse": a["mse"], "cossim": a["cossim"], "fvu": a["fvu"]},
+        "shrinkage": {k: a[k] for k in ("l2_norm_in", "l2_norm_out", "l2_ratio", "relative_reconstruction_bias")},
+        "sparsity": {"l0": a["l0"], "l1": a["l1"], "l0_quantiles": a["l0_quantiles"]},
+        "misc_metrics": {**{k: a[k] for k in ("frac_alive", "freq_over_1_percent", "freq_over_10_percent",
+                                              "normalized_freq_over_1_percent", "normalized_freq_over_10_percent")},
+                         **{k: v for k, v in w.items() if k != "features"}},
+        "features": {"feature_density": a["feature_density"], **w["features"]},
+        "tokens": a["tokens"], "outliers_excluded": a["outliers_excluded"],
+    }
+    if splice is not None:
+        out["model_behavior_preservation"] = {"kl_div_score": splice["kl_div_score"], "kl_div_with_ablation": splice["kl_zero"],
+                                              "kl_div_with_sae": splice["kl_sae"]}
+        out["model_performance_preservation"] = {"ce_loss_score": splice["ce_recovered"], "ce_loss_with_ablation": splice["ce_zero"],
+                                                 "ce_loss_with_sae": splice["ce_sae"], "ce_loss_without_sae": splice["ce_clean"]}
+        out["sequences"] = splice["sequences"]
     return out
 
 

@@ -1,0 +1,134 @@
+"""The SAE evaluation suite behind `interp sae eval SAE_DIR --store S --suite core,probing,absorption`.
+
+- core        SAEBench's core metrics on the store's last activations, and the SAE spliced into its
+              model on the store's last sequences (`interp.sae.evals.core_metrics`);
+- probing     sparse probing on local labelled texts (`interp.sae.probing`);
+- absorption  first-letter feature absorption, after measuring whether the model spells
+              (`interp.sae.absorption`).
+
+`evaluate` returns one JSON-able dict per SAE; `summary` prints its headline numbers as a table.
+Several SAEs of one hook share the model's forwards (`evaluate_many`), as `sae_variants` uses it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from interp import InterpError
+from interp.sae.evals import core_metrics, splice_metrics
+from interp.sae.models import SAE
+
+SUITES = ("core", "probing", "absorption")
+
+
+def parse_suites(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in names if s not in SUITES]
+    if unknown or not names:
+        raise InterpError(f"--suite {text!r}: choose a comma-separated subset of {', '.join(SUITES)} (e.g. core,probing).")
+    return list(dict.fromkeys(names))
+
+
+def _needs_model(store, suites: list[str], sequences: int) -> bool:
+    real = not store.manifest["model"].startswith("synthetic")
+    model_suites = [s for s in suites if s != "core"]
+    if model_suites and not real:
+        raise InterpError(f"The store in {store.dir} holds synthetic activations, so the {', '.join(model_suites)} "
+                          "suite(s) have no model to run texts through. Evaluate a store of a real model, or use --suite core.")
+    return real and (bool(model_suites) or (sequences > 0 and store.tokens() is not None))
+
+
+def evaluate_many(saes: dict[str, SAE], store, suites=("core",), tokens: int = 65536, sequences: int = 16,
+                  model=None, probing: dict | None = None, absorption: dict | None = None, quiet: bool = True) -> dict[str, dict]:
+    """Evaluate SAEs of one hook on `store`: {name: result}. The model (loaded from the store's manifest
+    unless given) runs each text once for all the SAEs."""
+    suites = list(suites)
+    for name, sae in saes.items():
+        if store.d_in != sae.cfg.d_in:
+            raise InterpError(f"The store in {store.dir} holds activations of width {store.d_in}, but the SAE {name!r} "
+                              f"reads d_in = {sae.cfg.d_in}. Evaluate it on a store of its own hook "
+                              f"({sae.cfg.hook_name or 'see its cfg.json'}).")
+    hook = store.manifest["hook"]
+    if model is None and _needs_model(store, suites, sequences):
+        from interp.models import load_model
+        model = load_model(store.manifest["model"], quiet=True, dtype=store.manifest.get("model_dtype", "float32"))
+    out = {name: {"hook": hook, "store": str(store.dir), "model": store.manifest["model"], "suites": suites, "seconds": {}}
+           for name in saes}
+    if "core" in suites:
+        t0 = time.perf_counter()
+        n = min(tokens, store.n_tokens)
+        x = store.read(store.n_tokens - n, store.n_tokens)
+        seqs = store.tokens()
+        splice = {}
+        if model is not None and sequences and seqs is not None:
+            seqs = torch.from_numpy(seqs[-sequences:]).long()
+            splice = splice_metrics(saes, model, seqs, hook, skip_first=not store.manifest["keep_first"])
+        for name, sae in saes.items():
+            out[name]["core"] = core_metrics(sae, x, splice.get(name))
+            out[name]["seconds"]["core"] = time.perf_counter() - t0
+    if "probing" in suites:
+        from interp.sae.probing import pooled_activations, probe_sae
+        t0 = time.perf_counter()
+        pooled = pooled_activations(model, hook, saes, **(probing or {}), quiet=quiet)
+        for name, sae in saes.items():
+            out[name]["probing"] = probe_sae(pooled, name)
+            out[name]["seconds"]["probing"] = time.perf_counter() - t0
+    if "absorption" in suites:
+        from interp.sae.absorption import absorption as run_absorption
+        for name, sae in saes.items():
+            t0 = time.perf_counter()
+            out[name]["absorption"] = run_absorption(sae, model, hook, **(absorption or {}), quiet=quiet)
+            out[name]["seconds"]["absorption"] = time.perf_counter() - t0
+    return out
+
+
+def evaluate(sae: SAE, store, suites=("core",), **kwargs) -> dict:
+    return evaluate_many({"sae": sae}, store, suites, **kwargs)["sae"]
+
+
+def headline(result: dict) -> dict[str, float]:
+    """The suite's headline numbers of one result, flat: what the summary table and the dashboard show."""
+    row = {}
+    core = result.get("core")
+    if core:
+        row |= {"explained variance": core["reconstruction_quality"]["explained_variance"],
+                "cosine": core["reconstruction_quality"]["cossim"], "L2 ratio": core["shrinkage"]["l2_ratio"],
+                "rel. bias": core["shrinkage"]["relative_reconstruction_bias"], "L0": core["sparsity"]["l0"],
+                "alive": core["misc_metrics"]["frac_alive"], "> 1%": core["misc_metrics"]["freq_over_1_percent"],
+                "max dec cos": core["misc_metrics"]["average_max_decoder_cosine_sim"]}
+        if "model_performance_preservation" in core:
+            row |= {"CE score": core["model_performance_preservation"]["ce_loss_score"],
+                    "KL score": core["model_behavior_preservation"]["kl_div_score"]}
+    for key, value in result.get("probing", {}).get("headline", {}).items():
+        row[f"probe {key}"] = value
+    for key, value in result.get("absorption", {}).get("headline", {}).items():
+        row[f"absorption {key}"] = value
+    return row
+
+
+def summary(results: dict[str, dict]) -> str:
+    """A plain-text table: one column per SAE, one row per headline number."""
+    heads = {name: headline(r) for name, r in results.items()}
+    keys = list(dict.fromkeys(k for h in heads.values() for k in h))
+    width = max([len(k) for k in keys] + [6])
+    cols = list(heads)
+    lines = [" " * width + "".join(f"  {c:>16}" for c in cols)]
+    for k in keys:
+        cells = "".join(f"  {_fmt(heads[c].get(k)):>16}" for c in cols)
+        lines.append(f"{k:<{width}}{cells}")
+    return "\n".join(lines)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 100 else f"{v:.1f}"
+    return str(v)
+
+
+def default_out(sae_dir: str | Path) -> Path:
+    return Path(sae_dir) / "eval.json"
