@@ -190,3 +190,6 @@ def test_the_model_part_reads_each_word_where_its_own_prompt_ends(tmp_path):
     assert 0 <= sp["model_answers"]["accuracy"] <= 1 and "spell" in sp["verdict"]
     assert ab["hook"] == hook and set(ab["letters"]) == set(LETTERS) and ab["seconds"]["total"] > 0
     assert not ab["evaluated"] and "best at" in ab["reason"]  # a random model: its probes find no letters
+    assert report["headline"]["fraction"] is None and report["headline"]["letters"] == ab["letters_evaluated"]
+    with pytest.raises(InterpError, match="Unknown absorption setting.*words_per_letter"):
+        spelling(model, words_per_word=3)

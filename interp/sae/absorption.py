@@ -41,7 +41,7 @@ from __future__ import annotations
 import random
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -333,20 +333,30 @@ def _measure(model, layers, extra_hooks, cfg, seed, quiet) -> tuple[dict, dict]:
     return report, {"acts": acts, "labels": labels, "train": train, "words": words}
 
 
+def _config(cfg: AbsorptionConfig | None, overrides: dict) -> AbsorptionConfig:
+    known = {f.name for f in fields(AbsorptionConfig)}
+    if set(overrides) - known:
+        raise InterpError(f"Unknown absorption setting(s) {', '.join(sorted(set(overrides) - known))}: choose from "
+                          f"{', '.join(sorted(known))}.")
+    return replace(cfg or AbsorptionConfig(), **overrides)
+
+
 def spelling(model, layers: list[int] | None = None, cfg: AbsorptionConfig | None = None, seed: int = 0,
-             quiet: bool = True) -> dict:
+             quiet: bool = True, **overrides) -> dict:
     """Does the model spell? Its own answers on the prompt (accuracy, by letter), and a first-letter probe
     at blocks.{L}.hook_resid_post for each of `layers` (default: every third): accuracy, F1 by letter,
     letters above the F1 bar, whether it `spells` there; `best_hook`, `spells_at` and a `verdict`."""
-    return _measure(model, layers, (), cfg or AbsorptionConfig(), seed, quiet)[0]
+    return _measure(model, layers, (), _config(cfg, overrides), seed, quiet)[0]
 
 
 def absorption(sae: SAE, model, hook: str | None = None, layers: list[int] | None = None,
-               cfg: AbsorptionConfig | None = None, seed: int = 0, quiet: bool = True) -> dict:
+               cfg: AbsorptionConfig | None = None, seed: int = 0, quiet: bool = True, **overrides) -> dict:
     """SAEBench's absorption eval of `sae` at `hook` (default: the hook it was trained on), with the
     spelling check (`spelling`, over `layers`) run on the same forward passes:
-    {"spelling": spelling's report, "absorption": `score`'s report + hook, examples, seconds}."""
-    cfg = cfg or AbsorptionConfig()
+    {"headline": the numbers a summary shows, "spelling": spelling's report, "absorption": `score`'s report
+    + hook, full-absorption examples per letter ([word, absorbing latent]), seconds}. `overrides`: any
+    AbsorptionConfig field, e.g. words_per_letter=50."""
+    cfg = _config(cfg, overrides)
     hook = hook or sae.cfg.hook_name
     if not hook:
         raise InterpError("The SAE does not name its hook (cfg.json metadata.hook_name): pass the hook it reads.")
@@ -365,4 +375,7 @@ def absorption(sae: SAE, model, hook: str | None = None, layers: list[int] | Non
     for r in result["letters"].values():
         r["examples"] = [[test_words[j], lat] for j, lat in zip(r.pop("full_absorption_rows"), r.pop("absorbing_latents"))][:10]
     result.update(hook=hook, seconds={"forward_and_spelling": t1 - t0, "scoring": time.time() - t1, "total": time.time() - t0})
-    return {"spelling": report, "absorption": result}
+    headline = {"fraction": result.get("mean_absorption_fraction_score"), "full": result.get("mean_full_absorption_score"),
+                "split features": result.get("mean_num_split_features"), "letters": result["letters_evaluated"],
+                "probe F1": result["probe"]["mean_f1"], "model answers": report["model_answers"]["accuracy"]}
+    return {"headline": headline, "spelling": report, "absorption": result}
