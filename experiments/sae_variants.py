@@ -38,7 +38,9 @@ from interp.config import NonNegFloat, NonNegInt, OneOf, PosInt, nested
 from interp.models import MODEL_DTYPES, load_model
 from interp.runs import Run, claim
 from interp.workers import in_workers
-from interp.sae.evals import activation_metrics, splice_metrics
+from interp.fsutil import write_json
+from interp.sae.evals import activation_metrics
+from interp.sae.suite import evaluate_many, parse_suites
 from interp.sae.io import load_sae
 from interp.sae.train import SAETrainConfig, train_sae
 from interp.store import cache_activations, store_path
@@ -81,11 +83,15 @@ class Config:
     """SAEs trained in parallel, one torch thread each."""
     seed: NonNegInt = 0
     """Seed of the SAEs and the data order (the store's corpus order is fixed)."""
+    suite: str = "core,probing,absorption"
+    """`interp sae eval` suites every SAE gets on the held-out data (core, probing, absorption; comma-separated);
+    each SAE's result also lands in its sae/eval.json, which the Features page shows."""
     dtype: OneOf(*MODEL_DTYPES) = "bfloat16"
     """Compute dtype of the forward passes that cache the store: float32, bfloat16 or float16. CE loss recovered
     is measured in float32 whatever this says; the SAEs' own dtype is sae.dtype. See the module docstring."""
 
     def check(self) -> None:
+        parse_suites(self.suite)
         if self.holdout >= self.tokens:
             raise InterpError(f"holdout = {self.holdout} leaves nothing of the {self.tokens}-token store to train on.")
         if self.tokens - self.holdout < self.sae.batch_size:
@@ -97,7 +103,7 @@ class Config:
 
 
 QUICK = {"tokens": 98_304, "holdout": 16384, "sae.expansion": 4, "epochs": 1, "ce_sequences": 8, "check_quality": False,
-         "aux_runs": False}  # checks claim 3 and the whole pipeline; 80 steps are too few for claims 1-2
+         "aux_runs": False, "suite": "core"}  # checks claim 3 and the whole pipeline; 80 steps are too few for claims 1-2
 MODELS = {"gemma3-270m": {"hook": "blocks.9.hook_resid_post"}}  # the middle layer, as blocks.15 of SmolLM2's 30
 
 VARIANTS = {
@@ -126,15 +132,23 @@ def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
     # Shuffled like training batches: a batch rule over consecutive tokens of few sequences allocates differently.
     held = held[torch.randperm(held.shape[0], generator=torch.Generator().manual_seed(cfg.seed))]
     model = load_model(cfg.model, quiet=True)
-    seqs = torch.from_numpy(store.tokens()[-cfg.ce_sequences:]).long()  # the store's last sequences: held out
     saes = {name: load_sae(run_dir.dir / name / "sae") for name in jobs}
-    splice = splice_metrics(saes, model, seqs, cfg.hook, skip_first=not store.manifest["keep_first"])
+    # The suite reads the store's last `holdout` activations and splices into its last sequences: held out.
+    evals = evaluate_many(saes, store, parse_suites(cfg.suite), tokens=cfg.holdout, sequences=cfg.ce_sequences,
+                          model=model, quiet=quiet)
+    for name, result in evals.items():
+        write_json(run_dir.dir / name / "sae" / "eval.json", {**result, "sae": str(run_dir.dir / name / "sae")})
     final = {name: {"as_trained": activation_metrics(sae, held, cfg.sae.batch_size, as_trained=True),
-                    "inference": activation_metrics(sae, held), "splice": splice[name],
-                    "train": _last_metrics(run_dir, name)} for name, sae in saes.items()}
+                    "eval": _without_feature_lists(evals[name]), "train": _last_metrics(run_dir, name)}
+             for name, sae in saes.items()}
     claims = _claims(cfg, final)
     _figures(run_dir, final)
     return {"claims": claims, "final": final, "store": str(store.dir)}
+
+
+def _without_feature_lists(result: dict) -> dict:
+    """The suite's result without its per-feature lists (they stay in each SAE's eval.json)."""
+    return {**result, "core": {k: v for k, v in result["core"].items() if k != "features"}} if "core" in result else result
 
 
 def _train_one(name: str, tcfg: SAETrainConfig, folder: str) -> str:

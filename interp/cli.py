@@ -179,6 +179,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="JSON file for the results (default: SAE_DIR/eval.json, which the dashboard shows)")
     s.add_argument("--tokens", type=int, default=65536, help="activations from the end of the store to evaluate on, ≥ 1 (default: 65536)")
     s.add_argument("--sequences", type=int, default=16, help="store sequences for CE loss recovered and KL; 0 skips them (default: 16)")
+    s.add_argument("--probe-texts", type=int, default=80, help="probing: texts per class, half train, half test (default: 80)")
+    s.add_argument("--absorption-words", type=int, default=100, help="absorption: words per letter (default: 100)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the probing texts' and absorption words' draws (default: 0)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_sae_eval)
 
@@ -385,7 +388,12 @@ def cmd_sae_eval(args) -> int:
     sae = load_sae(args.sae_dir)
     check_writable_file(out, "--out")
     store = open_store(args.store)
-    result = evaluate(sae, store, suites, tokens=args.tokens, sequences=args.sequences, quiet=args.quiet)
+    for flag, value in (("--probe-texts", args.probe_texts), ("--absorption-words", args.absorption_words)):
+        if value < 2:
+            raise InterpError(f"{flag} {value}: give at least 2 (one to train on, one to test).")
+    result = evaluate(sae, store, suites, tokens=args.tokens, sequences=args.sequences, quiet=args.quiet,
+                      probing={"n_per_class": args.probe_texts, "seed": args.seed},
+                      absorption={"words_per_letter": args.absorption_words, "seed": args.seed})
     result["sae"] = str(Path(args.sae_dir))
     write_json(out, result)
     print(summary({Path(args.sae_dir).name: result}))

@@ -356,26 +356,39 @@ def absorption(sae: SAE, model, hook: str | None = None, layers: list[int] | Non
     {"headline": the numbers a summary shows, "spelling": spelling's report, "absorption": `score`'s report
     + hook, full-absorption examples per letter ([word, absorbing latent]), seconds}. `overrides`: any
     AbsorptionConfig field, e.g. words_per_letter=50."""
+    return absorption_many({"sae": sae}, model, hook, layers, cfg, seed, quiet, **overrides)["sae"]
+
+
+def absorption_many(saes: dict[str, SAE], model, hook: str | None = None, layers: list[int] | None = None,
+                    cfg: AbsorptionConfig | None = None, seed: int = 0, quiet: bool = True, **overrides) -> dict[str, dict]:
+    """`absorption` for several SAEs of one hook: the prompts, forwards and spelling probes run once."""
     cfg = _config(cfg, overrides)
-    hook = hook or sae.cfg.hook_name
-    if not hook:
-        raise InterpError("The SAE does not name its hook (cfg.json metadata.hook_name): pass the hook it reads.")
+    hooks = {hook or sae.cfg.hook_name for sae in saes.values()}
+    if not all(hooks) or len(hooks) != 1:
+        raise InterpError("The SAEs do not name one hook (cfg.json metadata.hook_name): pass the hook they read.")
+    hook = hooks.pop()
     _layer_of(model, hook)
-    if sae.cfg.d_in != model.info.d_model:
-        raise InterpError(f"The SAE reads width {sae.cfg.d_in} but {model.spec}'s residual stream is "
-                          f"{model.info.d_model} wide: evaluate it with the model it was trained on.")
+    for sae in saes.values():
+        if sae.cfg.d_in != model.info.d_model:
+            raise InterpError(f"The SAE reads width {sae.cfg.d_in} but {model.spec}'s residual stream is "
+                              f"{model.info.d_model} wide: evaluate it with the model it was trained on.")
     t0 = time.time()
     report, data = _measure(model, layers, (hook,), cfg, seed, quiet)
     x, y, train, words = data["acts"][hook], data["labels"], data["train"], data["words"]
-    t1 = time.time()
-    result = score(sae, x[train], y[train], x[~train], y[~train], cfg, seed=seed)
-    if not result["evaluated"]:
-        result["reason"] += f" Here the probe is best at {report['best_hook']}."
+    shared = time.time() - t0
     test_words = [w for w, t in zip(words, train.tolist()) if not t]
-    for r in result["letters"].values():
-        r["examples"] = [[test_words[j], lat] for j, lat in zip(r.pop("full_absorption_rows"), r.pop("absorbing_latents"))][:10]
-    result.update(hook=hook, seconds={"forward_and_spelling": t1 - t0, "scoring": time.time() - t1, "total": time.time() - t0})
-    headline = {"fraction": result.get("mean_absorption_fraction_score"), "full": result.get("mean_full_absorption_score"),
-                "split features": result.get("mean_num_split_features"), "letters": result["letters_evaluated"],
-                "probe F1": result["probe"]["mean_f1"], "model answers": report["model_answers"]["accuracy"]}
-    return {"headline": headline, "spelling": report, "absorption": result}
+    out = {}
+    for name, sae in saes.items():
+        t1 = time.time()
+        result = score(sae, x[train], y[train], x[~train], y[~train], cfg, seed=seed)
+        if not result["evaluated"]:
+            result["reason"] += f" Here the probe is best at {report['best_hook']}."
+        for r in result["letters"].values():
+            r["examples"] = [[test_words[j], lat] for j, lat in zip(r.pop("full_absorption_rows"), r.pop("absorbing_latents"))][:10]
+        result.update(hook=hook, seconds={"forward_and_spelling": shared, "scoring": time.time() - t1,
+                                          "total": shared + time.time() - t1})
+        headline = {"fraction": result.get("mean_absorption_fraction_score"), "full": result.get("mean_full_absorption_score"),
+                    "split features": result.get("mean_num_split_features"), "letters": result["letters_evaluated"],
+                    "probe F1": result["probe"]["mean_f1"], "model answers": report["model_answers"]["accuracy"]}
+        out[name] = {"headline": headline, "spelling": report, "absorption": result}
+    return out

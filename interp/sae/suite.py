@@ -54,7 +54,7 @@ def evaluate_many(saes: dict[str, SAE], store, suites=("core",), tokens: int = 6
     hook = store.manifest["hook"]
     if model is None and _needs_model(store, suites, sequences):
         from interp.models import load_model
-        model = load_model(store.manifest["model"], quiet=True, dtype=store.manifest.get("model_dtype", "float32"))
+        model = load_model(store.manifest["model"], quiet=True)  # float32, whatever the store was cached in
     out = {name: {"hook": hook, "store": str(store.dir), "model": store.manifest["model"], "suites": suites, "seconds": {}}
            for name in saes}
     if "core" in suites:
@@ -70,18 +70,22 @@ def evaluate_many(saes: dict[str, SAE], store, suites=("core",), tokens: int = 6
             out[name]["core"] = core_metrics(sae, x, splice.get(name))
             out[name]["seconds"]["core"] = time.perf_counter() - t0
     if "probing" in suites:
-        from interp.sae.probing import pooled_activations, probe_sae
+        from interp.sae.probing import probe_sae, probing_tasks, task_activations
         t0 = time.perf_counter()
-        pooled = pooled_activations(model, hook, saes, **(probing or {}), quiet=quiet)
+        opts = dict(probing or {})
+        ks = opts.pop("ks", None)
+        max_len = opts.pop("max_len", 128)
+        acts = task_activations(model, hook, probing_tasks(**opts), max_len=max_len, quiet=quiet)
+        shared = time.perf_counter() - t0
         for name, sae in saes.items():
-            out[name]["probing"] = probe_sae(pooled, name)
-            out[name]["seconds"]["probing"] = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            out[name]["probing"] = probe_sae(sae, acts, **({"ks": ks} if ks else {}))
+            out[name]["seconds"]["probing"] = shared + time.perf_counter() - t1
     if "absorption" in suites:
-        from interp.sae.absorption import absorption as run_absorption
-        for name, sae in saes.items():
-            t0 = time.perf_counter()
-            out[name]["absorption"] = run_absorption(sae, model, hook, **(absorption or {}), quiet=quiet)
-            out[name]["seconds"]["absorption"] = time.perf_counter() - t0
+        from interp.sae.absorption import absorption_many
+        for name, result in absorption_many(saes, model, hook, **(absorption or {}), quiet=quiet).items():
+            out[name]["absorption"] = result
+            out[name]["seconds"]["absorption"] = result["absorption"]["seconds"]["total"]
     return out
 
 
@@ -102,8 +106,12 @@ def headline(result: dict) -> dict[str, float]:
         if "model_performance_preservation" in core:
             row |= {"CE score": core["model_performance_preservation"]["ce_loss_score"],
                     "KL score": core["model_behavior_preservation"]["kl_div_score"]}
-    for key, value in result.get("probing", {}).get("headline", {}).items():
-        row[f"probe {key}"] = value
+    probing = result.get("probing")
+    if probing:
+        mean = probing["mean"]
+        row["probe residual"] = mean["residual"]["one_vs_rest"]
+        for k in probing["ks"]:
+            row[f"probe k={k}"] = mean["sae"]["one_vs_rest"][k]
     for key, value in result.get("absorption", {}).get("headline", {}).items():
         row[f"absorption {key}"] = value
     return row
@@ -120,6 +128,29 @@ def summary(results: dict[str, dict]) -> str:
         cells = "".join(f"  {_fmt(heads[c].get(k)):>16}" for c in cols)
         lines.append(f"{k:<{width}}{cells}")
     return "\n".join(lines)
+
+
+def evaluation_tables(result: dict) -> dict[str, list[dict]]:
+    """Per-task probing accuracy and per-letter absorption, as table rows (for the dashboard)."""
+    out = {}
+    probing = result.get("probing")
+    if probing:
+        out["Sparse probing: test accuracy, one class against the rest (SAEBench's score)"] = [
+            {"task": task, "classes": len(t["classes"]), "residual": round(t["residual"]["one_vs_rest"], 3),
+             **{f"k={k}": round(t["sae"]["one_vs_rest"][k], 3) for k in probing["ks"]}}
+            for task, t in probing["tasks"].items()]
+    absorption = result.get("absorption", {}).get("absorption")
+    if absorption and absorption.get("letters"):
+        out[f"Absorption per letter at {absorption['hook']} (first-letter task)"] = [
+            {"letter": letter, "probe F1": _round(r.get("probe_f1")), "main latents": r.get("main_latents"),
+             "split": r.get("num_split_features"), "absorption": _round(r.get("mean_absorption_fraction")),
+             "full absorption": _round(r.get("full_absorption_rate"))}
+            for letter, r in absorption["letters"].items()]
+    return out
+
+
+def _round(v, digits: int = 3):
+    return round(v, digits) if isinstance(v, float) else v
 
 
 def _fmt(v) -> str:
