@@ -102,6 +102,18 @@ def load_texts(domain: str, n: int, seed: int = 0, min_chars: int = 600, per_fil
     raise InterpError(f"The standard library holds only {len(out)} {domain} texts of ≥ {min_chars} characters; ask for fewer.")
 
 
+def package_texts(packages: tuple[str, ...], domain: str = "code", min_chars: int = 300) -> dict[str, list[Text]]:
+    """Every text of `domain` in each stdlib package (a top-level folder of the stdlib, e.g. "email"), in file order."""
+    if domain not in DOMAINS:
+        raise InterpError(f"Unknown corpus domain {domain!r}: choose one of {', '.join(DOMAINS)}.")
+    root, out = stdlib_dir(), {p: [] for p in packages}
+    for path in _files():
+        parts = path.relative_to(root).parts
+        if len(parts) > 1 and parts[0] in out:
+            out[parts[0]] += _texts_in(path, domain, min_chars)
+    return out
+
+
 def mixed_texts(n: int, seed: int = 0, min_chars: int = 600) -> list[Text]:
     """`n` texts, half prose and half code (prose gets the odd one), interleaved."""
     prose = load_texts("prose", (n + 1) // 2, seed, min_chars)

@@ -85,12 +85,7 @@ def _mean_by_text(x: Tensor, text_of: Tensor, n_texts: int) -> Tensor:
 
 
 def _stdlib_packages(min_chars: int = 300) -> dict[str, list[str]]:
-    root, out = corpus.stdlib_dir(), {p: [] for p in STDLIB_PACKAGES}
-    for path in corpus._files():
-        parts = path.relative_to(root).parts
-        if len(parts) > 1 and parts[0] in out:
-            out[parts[0]] += [t.text for t in corpus._texts_in(path, "code", min_chars)]
-    return out
+    return {p: [t.text for t in texts] for p, texts in corpus.package_texts(STDLIB_PACKAGES, "code", min_chars).items()}
 
 
 def _jsonl(name: str, data_dir: Path) -> dict[str, list[str]]:
