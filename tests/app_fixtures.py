@@ -60,4 +60,7 @@ def _make(root: Path, tiny_llama: Path) -> None:
     cache_activations("smollm2-135m", "blocks.3.hook_resid_post", 2048, store, ctx_len=32, shard_tokens=1024, quiet=True)
     tcfg = SAETrainConfig(store=str(store), expansion=2, k=8, batch_size=256, tokens=256 * 8, log_every=2,
                           stats_tokens=1024, buffer_tokens=1024, threads=1)
-    train_sae(tcfg, create_run("sae", to_dict(tcfg)), quiet=True)
+    sae_run = create_run("sae", to_dict(tcfg))
+    train_sae(tcfg, sae_run, quiet=True)
+    # its evaluation (core suite: the probing and absorption suites need thousands of SmolLM2 texts), for the Features page
+    assert main(["sae", "eval", str(sae_run.dir / "sae"), "--store", str(store), "--tokens", "1024", "--sequences", "2", "--quiet"]) == 0

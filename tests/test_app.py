@@ -327,6 +327,9 @@ def test_features_page_browses_an_sae(stored_runs, monkeypatch):
     assert "never fired" not in " ".join(i.value for i in at.info)
     found = tables(at)
     assert len(found["nearest"]) == 10 and found["search_results"] and found["prompt_feature_links"]
+    # the SAE's evaluation (SAE_DIR/eval.json) beside the browser, with SAEBench's headline numbers
+    headline = {r["metric"]: r["value"] for r in found["eval_headline"]}
+    assert 0 < float(headline["explained variance"]) < 1 and float(headline["L0"]) == 8 and "CE score" in headline
     assert len(at.dataframe) >= 3  # ± logits, prompt view
     at.text_input(key="search").input("def").run()
     assert_clean(at)

@@ -17,6 +17,7 @@ from interp.models import REAL_MODELS
 from interp.runs import runs_root
 from interp.sae import features as F
 from interp.sae.io import load_sae
+from interp.sae.suite import default_out, evaluation_tables, headline
 from interp.store import open_store
 
 
@@ -54,6 +55,7 @@ def body() -> None:
     st.caption(f"{c.kind} SAE, d_in {c.d_in}, d_sae {c.d_sae}, k {c.k} — hook `{c.hook_name}` of `{spec}`; "
                f"statistics over {int(s['tokens']):,} stored tokens; {int((s['density'] == 0).sum())} features never fire there.")
 
+    evaluation_view(folder, store)
     chart(figures.density_histogram(s["density"]), "density_all")
     live = s["density"].nonzero()[0]
     default = int(live[0]) if len(live) else 0
@@ -61,6 +63,27 @@ def body() -> None:
     feature_view(sae, store, s, m, f, name)
     token_search(sae, store, m, name)
     prompt_view(sae, m, name)
+
+
+def evaluation_view(folder: str, store) -> None:
+    """The SAE's evaluation (`interp sae eval`, written to SAE_DIR/eval.json), or the command that makes it."""
+    path = default_out(folder)
+    command = f"interp sae eval {folder} --store {store.dir} --suite core,probing,absorption"
+    with st.expander("Evaluation (SAEBench core metrics, sparse probing, absorption)", expanded=path.exists()):
+        if not path.exists():
+            st.caption(f"Not evaluated yet: `{command}` writes {path}, shown here.")
+            return
+        result = json.loads(path.read_text())
+        st.caption(f"From {path} (suites: {', '.join(result.get('suites', []))}; {result.get('core', {}).get('tokens', 0):,} "
+                   f"held-out activations). Rerun `{command}` to refresh it.")
+        table([{"metric": k, "value": _num(v)} for k, v in headline(result).items()], "eval_headline")
+        for i, (title, rows) in enumerate(evaluation_tables(result).items()):
+            st.markdown(f"**{title}**")
+            table(rows, f"eval_table_{i}")
+
+
+def _num(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
 def feature_link(sae: str, f: int) -> Link:
