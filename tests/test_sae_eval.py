@@ -89,3 +89,33 @@ def test_bad_input_is_refused_with_what_to_do():
     sae.cfg.max_norm = 0.1
     with pytest.raises(InterpError, match="No activations to evaluate"):
         core_metrics(sae, torch.ones(10, 4))
+
+
+@pytest.mark.parametrize("arch", ["standard", "jumprelu", "topk"])
+def test_an_sae_saelens_saved_is_scored_from_saelens_own_reconstruction(arch, tmp_path):
+    """SAEs written by SAELens itself load and get the core metrics SAELens's own encode/decode imply."""
+    import sae_lens
+
+    from interp.sae.io import load_sae
+
+    d_in, d_sae = 16, 48
+    cls, cfg_cls = {"standard": (sae_lens.StandardSAE, sae_lens.StandardSAEConfig),
+                    "jumprelu": (sae_lens.JumpReLUSAE, sae_lens.JumpReLUSAEConfig),
+                    "topk": (sae_lens.TopKSAE, sae_lens.TopKSAEConfig)}[arch]
+    lens = cls(cfg_cls(d_in=d_in, d_sae=d_sae, **({"k": 6} if arch == "topk" else {})))
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for p in lens.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        if arch == "jumprelu":
+            lens.threshold.copy_(torch.rand(d_sae, generator=g) * 0.2)
+    lens.save_model(str(tmp_path))
+    x = torch.randn(2048, d_in, generator=g)
+    with torch.no_grad():
+        z = lens.encode(x)
+        rec = lens.decode(z)
+    m = core_metrics(load_sae(tmp_path), x)
+    ev = 1 - (x - rec).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
+    assert m["reconstruction_quality"]["explained_variance"] == pytest.approx(ev.item(), abs=1e-4)
+    assert m["sparsity"]["l0"] == pytest.approx((z > 0).sum(-1).float().mean().item(), abs=1e-3)
+    assert m["features"]["feature_density"] == pytest.approx((z > 0).float().mean(0).tolist(), abs=1e-6)
