@@ -237,13 +237,24 @@ def _run_nnsight(model, tokens, names, capture, patch, stop_early):
             env, key = envoys[path], (path, site.attr)
             if key not in values:
                 values[key] = getattr(env, site.attr)
-            tl_act = families.to_tl(site, values[key], info)
+            if site.norm:  # a norm's scale: computed from its input, patched by rescaling its output
+                norm = model.module.get_submodule(path)
+                tl_act = families.norm_scale(site, norm, values[key])
+            else:
+                tl_act = families.to_tl(site, values[key], info, batch=tokens.shape[0])
             if name in patch:
                 p = patch[name]
                 new = p(tl_act) if callable(p) else p.to(tl_act)
                 _check_shape(name, tl_act, new)
-                values[key] = families.from_tl(site, values[key], new, info)
-                setattr(env, site.attr, values[key])
+                if site.norm:
+                    key = (path, "output")
+                    if key not in values:
+                        values[key] = env.output
+                    values[key] = families.rescale_norm(norm, values[key], tl_act, new)
+                    env.output = values[key]
+                else:
+                    values[key] = families.from_tl(site, values[key], new, info)
+                    setattr(env, site.attr, values[key])
                 tl_act = new
             if name in capture:
                 saved[name] = nnsight.save(tl_act.detach())

@@ -10,14 +10,21 @@ from interp.families import FAMILIES, out_proj, unembed
 from interp.hooks import HookNameError, capture, hook_names, run
 from interp.models import load_model
 
-MAPPED = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "gpt2", "gpt_neox"]
+MAPPED = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "gpt2", "gpt2_reorder", "gpt_neox"]
 T = 12  # > the sliding window (4) of Mistral's layers and Gemma's layer 0
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Attention sinks: the first token takes the mass."]
 # Names every family exposes on nnsight (GPT-NeoX has no resid_mid: attention and MLP read the same residual).
-CORE = ["hook_embed", "ln_final.hook_out", "hook_unembed"] + [
+CORE = ["hook_embed", "ln_final.hook_scale", "ln_final.hook_out", "hook_unembed"] + [
     f"blocks.{l}.{h}" for l in (0, 1) for h in
-    ("hook_resid_pre", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_attn_scores", "attn.hook_pattern",
-     "attn.hook_z", "hook_attn_out", "mlp.hook_pre", "mlp.hook_post", "hook_mlp_out", "hook_resid_post")]
+    ("hook_resid_pre", "ln1.hook_scale", "attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_attn_scores",
+     "attn.hook_pattern", "attn.hook_z", "hook_attn_out", "ln2.hook_scale", "mlp.hook_pre", "mlp.hook_post",
+     "hook_mlp_out", "hook_resid_post")]
+ROTATED = [f"blocks.{l}.attn.hook_rot_{x}" for l in (0, 1) for x in "qk"]  # the rotary families but GPT-NeoX
+# Sites that are more than a module's tensor reshaped, each patched alone below: a norm's scale (computed from
+# the norm's input; nnsight patches it by rescaling the output), the rotated q / k (a tuple inside the
+# attention's forward), GPT-2's position embedding (one [1, pos] row that HF broadcasts over the batch).
+DERIVED = ["hook_pos_embed", "blocks.0.ln1.hook_scale", "blocks.1.ln2.hook_scale", "blocks.0.ln1_post.hook_scale",
+           "blocks.1.ln2_post.hook_scale", "ln_final.hook_scale", "blocks.0.attn.hook_rot_q", "blocks.1.attn.hook_rot_k"]
 
 
 def slides(config, layer: int) -> bool:
@@ -36,7 +43,11 @@ def tiny(request, tmp_path_factory):
 def test_every_nnsight_name_matches_the_bridge(tiny):
     m, tokens = tiny
     names = hook_names(m, "nnsight")
-    assert set(CORE) <= set(names), sorted(set(CORE) - set(names))
+    kind = m.module.config.model_type
+    expected = CORE + {"gpt2": ["hook_pos_embed"], "gpt_neox": []}.get(kind, ROTATED)
+    assert set(expected) <= set(names), sorted(set(expected) - set(names))
+    if kind == "gpt_neox":  # it rotates q and k, but TransformerBridge has no hook for them: no name on either backend
+        assert not set(ROTATED) & set(hook_names(m))
     tl, nn = capture(m, tokens, names), capture(m, tokens, names, backend="nnsight")
     causal = torch.ones(T, T).tril().bool()
     for name in names:
@@ -52,6 +63,7 @@ def test_every_nnsight_name_matches_the_bridge(tiny):
             assert (nn[f"blocks.{l}.attn.hook_pattern"][..., far].max() == 0) == slides(c, l), l
 
 
+@pytest.mark.filterwarnings("ignore:A forward hook edited hook_scale")  # TransformerBridge says it recomputes the norm
 def test_patches_agree_between_backends(tiny):
     m, tokens = tiny
     patch = {"blocks.0.attn.hook_k": lambda k: k * 2.0,
@@ -68,6 +80,12 @@ def test_patches_agree_between_backends(tiny):
     assert (l_tl - clean).abs().max() > 0.1 * clean.abs().max()  # the patch did something
     assert a_nn["blocks.0.attn.hook_v"][:, :, 0].abs().max() == 0  # capture sees the patched value
     assert (a_tl["blocks.1.attn.hook_z"] - a_nn["blocks.1.attn.hook_z"]).abs().max().item() <= 1e-4
+    for name in [n for n in DERIVED if n in hook_names(m, "nnsight")]:
+        patch = {name: lambda a: a.flip(1) * 4}  # other positions' values, scaled
+        (l_tl, a_tl), (l_nn, a_nn) = (run(m, tokens, capture=[name], patch=patch, backend=b) for b in ("transformer_lens", "nnsight"))
+        assert (l_tl - l_nn).abs().max().item() <= 1e-4, name
+        assert (l_tl - clean).abs().max() > 1e-3, name  # the patch did something (the smallest effect is 4e-3)
+        assert (a_tl[name] - a_nn[name]).abs().max().item() <= 1e-4, name
 
 
 def test_sink_metrics_run_on_nnsight_captures(tiny):
@@ -116,7 +134,7 @@ def test_out_proj_and_unembed_are_the_bridges(tiny):
 def test_a_bridge_only_name_says_where_it_lives(tiny):
     m, tokens = tiny
     with pytest.raises(HookNameError, match="exists on the transformer_lens backend"):
-        capture(m, tokens, ["blocks.0.ln1.hook_scale"], backend="nnsight")
+        capture(m, tokens, ["blocks.0.ln1.hook_normalized"], backend="nnsight")
 
 
 def test_an_unmapped_family_works_on_transformer_lens_and_says_so_for_nnsight(tmp_path):

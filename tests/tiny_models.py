@@ -93,6 +93,12 @@ def _gpt2():
     return GPT2Config(vocab_size=258, n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=256, eos_token_id=256), GPT2LMHeadModel
 
 
+def _gpt2_reorder():  # the attention in GPT2Attention._upcast_and_reordered_attn, scaled by 1 / (layer + 1) too
+    config, model_cls = _gpt2()
+    config.reorder_and_upcast_attn = config.scale_attn_by_inverse_layer_idx = True
+    return config, model_cls
+
+
 def _neox():
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
@@ -109,4 +115,4 @@ def _opt():  # a family the nnsight backend does not map
 
 
 RECIPES = {"llama": _llama, "mistral": _mistral, "qwen2": _qwen2, "qwen3": _qwen3, "gemma2": _gemma2, "gemma3": _gemma3,
-           "gpt2": _gpt2, "gpt_neox": _neox, "opt": _opt}
+           "gpt2": _gpt2, "gpt2_reorder": _gpt2_reorder, "gpt_neox": _neox, "opt": _opt}
