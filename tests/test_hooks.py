@@ -43,7 +43,7 @@ def test_every_nnsight_name_matches_the_bridge_on_a_gqa_llama(tiny_llama_dir):
     m = load_model(str(tiny_llama_dir))
     tokens = torch.randint(0, 1000, (2, 7), generator=torch.Generator().manual_seed(0))
     names = hook_names(m, "nnsight")
-    assert len(names) == 2 + 16 * 2 + 1  # embed, 16 per layer, ln_final, unembed
+    assert len(names) == 2 + 20 * 2 + 2  # embed, unembed; 20 per layer (rot_q/k, ln1/ln2 scales included); ln_final's scale and output
     tl, nn = capture(m, tokens, names), capture(m, tokens, names, backend="nnsight")
     for name in names:
         if name.endswith("hook_attn_scores"):  # compare the causal part; the masked part is -inf-like on both
@@ -82,7 +82,7 @@ def test_unknown_hook_name_lists_the_closest_valid_names(smollm2, prose_tokens):
         capture(smollm2, prose_tokens, ["blocks.3.hook_resid_pots"])
     assert "blocks.3.hook_resid_post" in str(e.value) and "interp hooks" in str(e.value)
     with pytest.raises(HookNameError, match="exists on the transformer_lens backend"):
-        capture(smollm2, prose_tokens, ["blocks.3.attn.hook_rot_q"], backend="nnsight")
+        capture(smollm2, prose_tokens, ["blocks.3.ln1.hook_normalized"], backend="nnsight")
     with pytest.raises(InterpError, match="backend"):
         capture(smollm2, prose_tokens, ["blocks.3.hook_resid_post"], backend="pyvene")
 
