@@ -25,7 +25,7 @@ from collections.abc import Callable
 def in_workers(fn: Callable, jobs: dict[str, tuple], workers: int, quiet: bool = True) -> dict:
     """`fn(*args)` for each named job, in `workers` spawned processes (in this process, in order, when
     workers ≤ 1); results by name, in the jobs' order."""
-    if workers <= 1:
+    if workers <= 1 or len(jobs) <= 1:  # also no jobs at all: a resumed run whose jobs are all done
         return {name: fn(*args) for name, args in jobs.items()}
     pool = cf.ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn"),
                                   initializer=die_with_parent, initargs=(os.getpid(),))

@@ -85,3 +85,11 @@ def test_claims_table():
     table = format_claims([claim("a", "p", "s", 0.51234, "> 0.5", True), claim("b", "p", "s", 3, "< 1", False)])
     lines = table.splitlines()
     assert lines[2].startswith("PASS  a") and "0.5123" in lines[2] and lines[3].startswith("FAIL  b")
+
+
+def test_in_workers_with_no_jobs_left_returns_nothing():
+    """A resumed run whose jobs are all done asks for zero of them (sae_variants' resume stopped here once)."""
+    from interp.workers import in_workers
+
+    assert in_workers(print, {}, workers=2) == {}
+    assert in_workers(abs, {"a": (-3,)}, workers=2) == {"a": 3}
