@@ -365,7 +365,7 @@ def absorption_many(saes: dict[str, SAE], model, hook: str | None = None, layers
     cfg = _config(cfg, overrides)
     hooks = {hook or sae.cfg.hook_name for sae in saes.values()}
     if not all(hooks) or len(hooks) != 1:
-        raise InterpError("The SAEs do not name one hook (cfg.json metadata.hook_name): pass the hook they read.")
+        raise InterpError("An SAE does not name its hook, or the SAEs name different hooks (cfg.json metadata.hook_name): pass the one hook they read.")
     hook = hooks.pop()
     _layer_of(model, hook)
     for sae in saes.values():
