@@ -251,3 +251,31 @@ def test_batch_rules_keep_their_quota_when_values_tie():
         mine = pre[rows[cols == f], f]
         rest = pre[:, f][~torch.isin(torch.arange(64), rows[cols == f])]
         assert mine.min() >= rest.max()
+
+
+def test_transcoder_reconstructs_its_output_hook_with_the_sparse_gradients_of_a_dense_one():
+    """A skip transcoder's ŷ = topk(pre) @ W_dec + b_dec + x @ W_skip.T, with pre from x − b_in: its sparse
+    forward and backward equal the same formula on dense tensors, and b_in (a fixed buffer) gets no gradient."""
+    torch.manual_seed(0)
+    sae = SAE(SAEConfig(d_in=12, d_sae=40, k=5, transcoder=True, d_out=20, skip=True))
+    with torch.no_grad():
+        sae.b_in.normal_()
+        sae.W_skip.normal_(std=0.1)
+        sae.b_dec.normal_()
+    sae.train()
+    x = torch.randn(16, 12)
+    y = sae(x)
+    y.pow(2).sum().backward()
+    got = {n: p.grad.clone() for n, p in sae.named_parameters()}
+    params = {n: p.detach().clone().requires_grad_() for n, p in sae.named_parameters()}
+    pre = (x - sae.b_in) @ params["W_enc"].T + params["b_enc"]
+    top = pre.topk(5, dim=1)
+    z = torch.zeros_like(pre).scatter(1, top.indices, torch.relu(top.values))
+    want = z @ params["W_dec"] + params["b_dec"] + x @ params["W_skip"].T
+    assert torch.allclose(y, want, atol=1e-5)
+    want.pow(2).sum().backward()
+    for n, p in params.items():
+        assert torch.allclose(got[n], p.grad, atol=1e-4), n
+    assert not sae.b_in.requires_grad and y.shape == (16, 20)
+    with pytest.raises(InterpError, match="needs transcoder = True"):
+        SAEConfig(d_in=12, d_out=20).check()

@@ -17,6 +17,15 @@ Rules (`kind`), all with mean L0 = k per token except ReLU-L1:
 - `relu`: ReLU + L1 on the activations (weighted by the decoder norms), the classic baseline.
 A selected entry keeps ReLU(pre), so a selected negative pre-activation contributes nothing.
 
+Transcoders (`transcoder=True`) are the same module reading one hook and reconstructing another, e.g. an
+MLP's input and its output (Dunefsky et al. 2024), with an optional linear skip (Paulo et al. 2025):
+
+    pre = (x - b_in) @ W_enc.T + b_enc          b_in [d_in]: a fixed buffer, the input's mean
+    ŷ   = z @ W_dec + b_dec + x @ W_skip.T      W_dec [d_sae, d_out], W_skip [d_out, d_in] (skip=True)
+
+An SAE centres its input with b_dec (d_out = d_in); a transcoder's input and output differ, so it
+centres with b_in instead, which files fold into b_enc (b_enc − W_enc b_in) where a format has no b_in.
+
 Batch-independent inference: the batch rules learn one threshold per feature during training, an
 exponential moving average (rate `threshold_lr`) of the smallest value the feature was selected
 with in a batch, as BatchTopK learns its global threshold. In eval mode they encode as JumpReLU,
@@ -72,6 +81,18 @@ class SAEConfig:
     """Hook the SAE reads (metadata for SAELens)."""
     max_norm: float = 0.0
     """Activations with a larger norm are outliers the SAE was not trained on (0: none)."""
+    transcoder: bool = False
+    """Reconstruct another hook's activations (hook_name_out, width d_out) from hook_name's."""
+    d_out: int = 0
+    """Width of what is reconstructed: d_in for an SAE (0 means d_in), the output hook's width for a transcoder."""
+    hook_name_out: str = ""
+    """Transcoders: the hook reconstructed (metadata for the file formats)."""
+    skip: bool = False
+    """Transcoders: add a linear skip path x @ W_skip.T beside the sparse one (skip transcoders)."""
+
+    @property
+    def width_out(self) -> int:
+        return self.d_out or self.d_in
 
     def check(self) -> None:
         if self.kind not in KINDS:
@@ -80,6 +101,11 @@ class SAEConfig:
             raise InterpError(f"Unknown Feature Choice capacity {self.fc_capacity!r}: choose uniform or zipf.")
         if self.d_in <= 0 or self.d_sae <= 0:
             raise InterpError(f"d_in and d_sae must be positive, got {self.d_in} and {self.d_sae}.")
+        if not self.transcoder and (self.skip or self.d_out not in (0, self.d_in)):
+            raise InterpError(f"An SAE reconstructs its own input (d_out = d_in = {self.d_in}, no skip path); "
+                              f"d_out = {self.d_out} or skip = {self.skip} needs transcoder = True.")
+        if self.d_out < 0:
+            raise InterpError(f"d_out must be positive (or 0 for d_in), got {self.d_out}.")
         if self.kind != "relu" and not 0 < self.k <= self.d_sae:
             raise InterpError(f"k = {self.k} must be between 1 and d_sae = {self.d_sae}: an SAE cannot "
                               f"activate more features per token than it has. Lower k or raise d_sae.")
@@ -195,12 +221,21 @@ class SAE(nn.Module):
         cfg.check()
         self.cfg = cfg
         g = torch.Generator().manual_seed(seed)
-        W_dec = torch.randn(cfg.d_sae, cfg.d_in, generator=g)
+        W_dec = torch.randn(cfg.d_sae, cfg.width_out, generator=g)
         W_dec /= W_dec.norm(dim=1, keepdim=True)
-        self.W_dec = nn.Parameter(W_dec)  # [d_sae, d_in], unit rows
-        self.W_enc = nn.Parameter(W_dec.clone())  # [d_sae, d_in]: tied to W_decᵀ at init
+        self.W_dec = nn.Parameter(W_dec)  # [d_sae, d_out], unit rows
+        if cfg.width_out == cfg.d_in:
+            W_enc = W_dec.clone()  # [d_sae, d_in]: tied to W_decᵀ at init
+        else:
+            W_enc = torch.randn(cfg.d_sae, cfg.d_in, generator=g)
+            W_enc /= W_enc.norm(dim=1, keepdim=True)
+        self.W_enc = nn.Parameter(W_enc)  # [d_sae, d_in]
         self.b_enc = nn.Parameter(torch.zeros(cfg.d_sae))
-        self.b_dec = nn.Parameter(torch.zeros(cfg.d_in))
+        self.b_dec = nn.Parameter(torch.zeros(cfg.width_out))  # [d_out]
+        if cfg.transcoder:  # the input's centre, fixed (the trainer sets it to the input mean)
+            self.register_buffer("b_in", torch.zeros(cfg.d_in))
+        # Skip transcoders' linear path [d_out, d_in], from zero (Paulo et al. 2025).
+        self.W_skip = nn.Parameter(torch.zeros(cfg.width_out, cfg.d_in)) if cfg.skip else None
         # Per-feature inference thresholds of the batch rules; inf until a feature is first selected.
         self.register_buffer("threshold", torch.full((cfg.d_sae,), float("inf")))
         # Running share of tokens each feature fires on (the trainer updates it; Zipf capacities rank by it).
@@ -213,8 +248,17 @@ class SAE(nn.Module):
             raise InterpError(f"This SAE reads vectors of width d_in = {self.cfg.d_in}, got activations of shape "
                               f"{tuple(x.shape)}. Train it on a store of the same hook, or build an SAE with d_in = {x.shape[-1]}.")
 
+    @property
+    def b_center(self) -> Tensor:
+        """What the encoder subtracts from its input: b_dec for an SAE, the fixed b_in for a transcoder."""
+        return self.b_in if self.cfg.transcoder else self.b_dec
+
     def pre_acts(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
-        return (x - self.b_dec) @ self.W_enc.T + self.b_enc
+        return (x - self.b_center) @ self.W_enc.T + self.b_enc
+
+    def skip_out(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_out"] | float:
+        """The skip path x @ W_skip.T (float32), or 0.0 without one."""
+        return x.float() @ self.W_skip.T if self.W_skip is not None else 0.0
 
     def encode(self, x: Float[Tensor, "batch d_in"], gather=None, skip: Tensor | None = None,
                plan: FCPlan | None = None) -> Codes:
@@ -227,7 +271,7 @@ class SAE(nn.Module):
         kind, k = self.cfg.kind, self.cfg.k
         with torch.no_grad():
             dt = self.compute_dtype
-            x_c = (x - self.b_dec).float()  # [batch, d_in]: the float32 copy the sparse backward reads
+            x_c = (x - self.b_center).float()  # [batch, d_in]: the float32 copy the sparse backward reads
             pre = F.linear(x_c.to(dt), self.W_enc.to(dt), self.b_enc.to(dt))  # [batch, d_sae]
             if skip is not None and kind in BATCH_KINDS and self.training:  # skipped rows take none of the budget
                 pre.index_fill_(0, skip.nonzero().squeeze(1), float("-inf"))  # (these rules sync anyway)
@@ -249,21 +293,23 @@ class SAE(nn.Module):
         ReLU(pre) there, in float32, with gradients to the encoder and b_dec. Rows not in `keep`
         (bool [batch]) get zero values: no output, no gradient, no device sync."""
         with torch.no_grad():
-            x_c = (x - self.b_dec).float() if x_c is None else x_c
+            x_c = (x - self.b_center).float() if x_c is None else x_c
             pattern = Pattern.of(rows, cols, x.shape[0], self.cfg.d_sae)
-        values = torch.relu(_GatherPre.apply(pre, x_c, self.W_enc, self.b_enc, self.b_dec, rows, cols, pattern))
+        values = torch.relu(_GatherPre.apply(pre, x_c, self.W_enc, self.b_enc, self.b_center, rows, cols, pattern))
         if keep is not None:
             values = values * keep[rows]
         return Codes(rows, cols, values, x.shape[0], self.cfg.d_sae, pre, pattern)
 
-    def decode(self, codes: Codes, bias: bool = True) -> Float[Tensor, "batch d_in"]:
+    def decode(self, codes: Codes, bias: bool = True) -> Float[Tensor, "batch d_out"]:
+        """z @ W_dec (+ b_dec): the sparse path only; a skip transcoder's reconstruction adds `skip_out(x)`."""
         if codes.pattern is None:
             codes.pattern = Pattern.of(codes.rows, codes.cols, codes.n_tokens, codes.d_sae)
         out = _SparseDecode.apply(codes.values, self.W_dec, codes.rows, codes.cols, codes.pattern, self.compute_dtype)
         return out + self.b_dec if bias else out
 
-    def forward(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_in"]:
-        return self.decode(self.encode(x))
+    def forward(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_out"]:
+        """The reconstruction: of x for an SAE, of the output hook for a transcoder (skip path included)."""
+        return self.decode(self.encode(x)) + self.skip_out(x)
 
     def dense_encode(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
         """Feature activations as a dense matrix (inference: batch-independent)."""
