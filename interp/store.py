@@ -500,58 +500,8 @@ class Store:
         gets rows [rank * B / W, (rank + 1) * B / W) of it, so the ranks' slices, concatenated in
         rank order, are exactly the world_size=1 batch. `rows=(start, stop)` draws from those rows
         (store order) only, e.g. to hold the end of the store out for evaluations."""
-        if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size or batch_size % world_size:
-            raise InterpError(
-                f"batch_size {batch_size}, rank {rank}, world_size {world_size}: the global batch size must be a positive "
-                "multiple of world_size and rank must lie in 0..world_size-1."
-            )
-        if buffer_tokens < batch_size or (epochs is not None and epochs < 1):
-            raise InterpError(f"buffer_tokens ({buffer_tokens}) must hold at least one batch ({batch_size}) "
-                              f"and epochs ({epochs}) be ≥ 1 or None.")
-        start, stop = rows or (0, self.n_tokens)
-        if not 0 <= start < stop <= self.n_tokens:
-            raise InterpError(f"rows {rows} is not a non-empty range within the store's {self.n_tokens} rows.")
-        spans = [(i, int(max(start, a) - a), int(min(stop, b) - a))  # (shard, first row, end row) within each shard
-                 for i, (a, b) in enumerate(zip(self._starts[:-1], self._starts[1:])) if max(start, a) < min(stop, b)]
-        return self._batches(batch_size, min(buffer_tokens, stop - start), seed, epochs, rank, world_size, drop_last, spans,
-                             dtype or self.dtype)
-
-    def _batches(self, batch_size, capacity, seed, epochs, rank, world_size, drop_last, spans, dtype):
-        buf = torch.empty(capacity, self.d_in, dtype=self.dtype)  # the mixing buffer
-        epoch = 0
-        while epochs is None or epoch < epochs:
-            for idx in self._epoch(np.random.default_rng([seed, epoch]), buf, batch_size, drop_last, spans):
-                lo, hi = rank * len(idx) // world_size, (rank + 1) * len(idx) // world_size
-                yield buf.index_select(0, idx[lo:hi]).to(dtype)  # [batch / world_size, d_in]
-            epoch += 1
-
-    def _epoch(self, rng: np.random.Generator, buf: Tensor, batch_size: int, drop_last: bool, spans: list) -> Iterator[Tensor]:
-        """Buffer slots of each global batch of one epoch; a batch's rows must be read out before the next."""
-        step = self._piece_rows()
-        pieces = ((i, lo, min(lo + step, end))
-                  for i, first, end in (spans[j] for j in rng.permutation(len(spans))) for lo in range(first, end, step))
-        capacity = len(buf)
-        free, head = torch.arange(capacity), None  # empty slots; the rest of the piece being read
-        while True:
-            while len(free):  # fill the empty slots from the stream
-                head = head or next(pieces, None)
-                if head is None:
-                    break
-                i, lo, hi = head
-                n = min(hi - lo, len(free))
-                buf.index_copy_(0, free[:n], self._rows(i, lo, lo + n))
-                free, head = free[n:], ((i, lo + n, hi) if lo + n < hi else None)
-            if len(free) == 0:  # more may come: send out a random half of the buffer, in whole batches
-                free = torch.from_numpy(rng.permutation(capacity)[: max(batch_size, capacity // 2 // batch_size * batch_size)])
-                yield from free.split(batch_size)
-            else:  # the stream has ended: send out everything left
-                held = torch.ones(capacity, dtype=torch.bool)
-                held[free] = False
-                left = held.nonzero().squeeze(1)
-                for idx in left[torch.from_numpy(rng.permutation(len(left)))].split(batch_size):
-                    if len(idx) == batch_size or not drop_last:
-                        yield idx
-                return
+        batches = aligned_batches([self], batch_size, buffer_tokens, seed, epochs, rank, world_size, drop_last, rows, dtype)
+        return (x for (x,) in batches)
 
     def _piece_rows(self) -> int:
         return max(1, _PIECE_BYTES // (2 * self.d_in))
@@ -573,3 +523,81 @@ class Store:
             self._check(i)
         mm = np.memmap(self.dir / self.shards[i]["file"], np.uint16, "c", offset=lo * self.d_in * 2, shape=(hi - lo, self.d_in))
         return torch.from_numpy(mm).view(self.dtype)
+
+
+def aligned_batches(
+    stores: list[Store],
+    batch_size: int,
+    buffer_tokens: int = 262_144,
+    seed: int = 0,
+    epochs: int | None = 1,
+    rank: int = 0,
+    world_size: int = 1,
+    drop_last: bool = False,
+    rows: tuple[int, int] | None = None,
+    dtype: torch.dtype | None = torch.float32,
+) -> Iterator[tuple[Tensor, ...]]:
+    """`Store.batches` over stores with the same row layout, read in one pass: each step yields one
+    batch per store, holding the same rows of each (a [batch, d_in] tensor per store). The caller checks
+    that the rows mean the same tokens (`interp.store_set.paired_batches` does)."""
+    n = stores[0].n_tokens
+    if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size or batch_size % world_size:
+        raise InterpError(
+            f"batch_size {batch_size}, rank {rank}, world_size {world_size}: the global batch size must be a positive "
+            "multiple of world_size and rank must lie in 0..world_size-1."
+        )
+    if buffer_tokens < batch_size or (epochs is not None and epochs < 1):
+        raise InterpError(f"buffer_tokens ({buffer_tokens}) must hold at least one batch ({batch_size}) "
+                          f"and epochs ({epochs}) be ≥ 1 or None.")
+    if any(not np.array_equal(s._starts, stores[0]._starts) for s in stores):
+        raise InterpError("Stores read together must have the same rows in the same shards; "
+                          f"{', '.join(str(s.dir) for s in stores)} do not.")
+    start, stop = rows or (0, n)
+    if not 0 <= start < stop <= n:
+        raise InterpError(f"rows {rows} is not a non-empty range within the store's {n} rows.")
+    starts = stores[0]._starts
+    spans = [(i, int(max(start, a) - a), int(min(stop, b) - a))  # (shard, first row, end row) within each shard
+             for i, (a, b) in enumerate(zip(starts[:-1], starts[1:])) if max(start, a) < min(stop, b)]
+    return _batches(stores, batch_size, min(buffer_tokens, stop - start), seed, epochs, rank, world_size, drop_last, spans, dtype)
+
+
+def _batches(stores, batch_size, capacity, seed, epochs, rank, world_size, drop_last, spans, dtype):
+    bufs = [torch.empty(capacity, s.d_in, dtype=s.dtype) for s in stores]  # the mixing buffers, one per store
+    epoch = 0
+    while epochs is None or epoch < epochs:
+        for idx in _epoch(np.random.default_rng([seed, epoch]), stores, bufs, batch_size, drop_last, spans):
+            lo, hi = rank * len(idx) // world_size, (rank + 1) * len(idx) // world_size
+            yield tuple(buf.index_select(0, idx[lo:hi]).to(dtype or s.dtype) for s, buf in zip(stores, bufs))  # [batch / W, d_in]
+        epoch += 1
+
+
+def _epoch(rng: np.random.Generator, stores: list[Store], bufs: list[Tensor], batch_size: int, drop_last: bool,
+           spans: list) -> Iterator[Tensor]:
+    """Buffer slots of each global batch of one epoch; a batch's rows must be read out before the next.
+    Which rows land in which slot depends only on the rng and the spans, never on the stores' widths."""
+    step = min(s._piece_rows() for s in stores)
+    pieces = ((i, lo, min(lo + step, end))
+              for i, first, end in (spans[j] for j in rng.permutation(len(spans))) for lo in range(first, end, step))
+    capacity = len(bufs[0])
+    free, head = torch.arange(capacity), None  # empty slots; the rest of the piece being read
+    while True:
+        while len(free):  # fill the empty slots from the stream
+            head = head or next(pieces, None)
+            if head is None:
+                break
+            i, lo, hi = head
+            n = min(hi - lo, len(free))
+            for store, buf in zip(stores, bufs):
+                buf.index_copy_(0, free[:n], store._rows(i, lo, lo + n))
+            free, head = free[n:], ((i, lo + n, hi) if lo + n < hi else None)
+        if len(free) == 0:  # more may come: send out a random half of the buffer, in whole batches
+            free = torch.from_numpy(rng.permutation(capacity)[: max(batch_size, capacity // 2 // batch_size * batch_size)])
+            yield from free.split(batch_size)
+        else:  # the stream has ended: send out everything left
+            held = torch.ones(capacity, dtype=torch.bool)
+            held[free] = False
+            left = held.nonzero().squeeze(1)
+            for idx in left[torch.from_numpy(rng.permutation(len(left)))].split(batch_size):
+                if len(idx) == batch_size or not drop_last:
+                    yield idx
+            return
