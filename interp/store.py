@@ -52,7 +52,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,6 +67,7 @@ from interp.fsutil import sha256, write_atomic, write_json
 
 if TYPE_CHECKING:
     from interp.models import Model
+    from interp.store_set import StoreSet
 
 FORMAT = "interp-activation-store/1"
 MANIFEST = "manifest.json"
@@ -266,35 +267,39 @@ def _encoder(model: Model) -> Callable[[str], list[int]]:
     return model.encode
 
 
-def cache_activations(model: str | Model, hook: str, n_tokens: int, out: str | Path, *args, quiet: bool = False, **kwargs) -> Store:
-    """Run `model` over `n_tokens` tokens of the local corpus and write the activations at `hook` to the
-    store `out`, or finish / check the store already there (`_cache_activations` says how). One process
-    at a time: a second one caching into the same folder (two experiments sharing a store) waits for the
-    first, then finds the store complete, instead of both writing the same shards."""
+def cache_activations(model: str | Model, hooks: str | Sequence[str], n_tokens: int, out: str | Path, *args, quiet: bool = False,
+                      **kwargs) -> Store | StoreSet:
+    """Run `model` over `n_tokens` tokens of the local corpus and write the activations at `hooks` to
+    `out`, or finish / check what is already there (`_cache_activations` says how). One hook name
+    writes a store; several (a list, a comma-separated string, or names with `*` for the layer, e.g.
+    "blocks.*.ln2.hook_out,blocks.*.hook_mlp_out") write a store set (`interp.store_set`), one store
+    per hook from the same forward passes. One process at a time: a second one caching into the same
+    folder (two experiments sharing a store) waits for the first, then finds it complete, instead of
+    both writing the same shards."""
     from interp.fsutil import exclusive
 
     with exclusive(out, quiet=quiet):
-        return _cache_activations(model, hook, n_tokens, out, *args, quiet=quiet, **kwargs)
+        return _cache_activations(model, hooks, n_tokens, out, *args, quiet=quiet, **kwargs)
 
 
 def _cache_activations(
     model: str | Model,
-    hook: str,
+    hooks: str | Sequence[str],
     n_tokens: int,
     out: str | Path,
     dtype: str = "float16",
     ctx_len: int = 128,
     batch_size: int = 16,
-    shard_tokens: int = 65536,
+    shard_tokens: int | None = None,
     seed: int = 0,
     keep_first: bool = False,
     bos: bool = True,
     quiet: bool = False,
     model_dtype: str | None = None,
-) -> Store:
+) -> Store | StoreSet:
     """Run `model` (a spec or a loaded Model) over `n_tokens` tokens of the local corpus and write
-    the activations at `hook` to the store `out`, or finish / check the store already there. Callers
-    use `cache_activations`, which holds the store's lock around this.
+    the activations at `hooks` to the store (one hook) or store set (several) `out`, or finish / check
+    what is already there. Callers use `cache_activations`, which holds the folder's lock around this.
 
     `dtype` is the storage dtype; `model_dtype` the forward passes' compute dtype ("float32",
     "bfloat16", "float16"): a spec is loaded in it (default float32), a loaded Model must already
@@ -303,12 +308,15 @@ def _cache_activations(
 
     Sequences are `ctx_len` tokens (`interp.corpus.token_chunks`, seeded), starting with the model's
     BOS/sink token when `bos`; position 0 is stored only when `keep_first`. A shard holds
-    shard_tokens // rows-per-sequence whole sequences (the last one fewer), run `batch_size` at a time."""
+    shard_tokens // rows-per-sequence whole sequences (the last one fewer), run `batch_size` at a time,
+    each forward capturing every hook that still lacks the shard. `shard_tokens` None: 65536 for a
+    store; for a set the most (up to 65536) that keeps one shard of every hook within SET_SHARD_BYTES
+    (1 GiB) of RAM, recorded and kept on resume. A forward also holds batch_size x ctx_len x (the
+    hooks' widths summed) float32 values (280 MB for SmolLM2's 60 transcoder hooks at 16 x 128)."""
     from interp.corpus import corpus_info, token_chunks
-    from interp.hooks import capture, check_names
-    from interp.models import load_model
-
-    from interp.models import check_dtype
+    from interp.hooks import check_names, hook_names
+    from interp.models import check_dtype, load_model
+    from interp.store_set import expand_hooks, hook_list, read_set, write_set
 
     if dtype not in DTYPES:
         raise InterpError(f"Unknown store dtype {dtype!r}: choose one of {', '.join(DTYPES)}.")
@@ -319,7 +327,7 @@ def _cache_activations(
         raise InterpError(f"The model given runs in {model.dtype} but model_dtype is {model_dtype}: load it with "
                           f"dtype={model_dtype!r}, or pass its spec and let the store load it.")
     first = 0 if keep_first else 1
-    for name, value, least in [("n_tokens", n_tokens, 1), ("batch_size", batch_size, 1), ("shard_tokens", shard_tokens, 1),
+    for name, value, least in [("n_tokens", n_tokens, 1), ("batch_size", batch_size, 1), ("shard_tokens", shard_tokens or 1, 1),
                                ("ctx_len", ctx_len, 1 + max(first, int(bos)))]:
         if value < least:
             why = " (position 0 holds BOS or is dropped, and one corpus token must remain)" if name == "ctx_len" else ""
@@ -328,52 +336,171 @@ def _cache_activations(
     spec = model if isinstance(model, str) else model.spec
     per_seq = ctx_len - first
     n_seqs = -(-n_tokens // per_seq)
-    seqs_per_shard = max(1, shard_tokens // per_seq)
-    n_shards = -(-n_seqs // seqs_per_shard)
-    header = dict(model=spec, model_dtype=model_dtype, hook=hook, dtype=dtype, n_tokens=n_tokens, ctx_len=ctx_len, keep_first=keep_first,
+    header = dict(model=spec, model_dtype=model_dtype, dtype=dtype, n_tokens=n_tokens, ctx_len=ctx_len, keep_first=keep_first,
                   bos=bos, seed=seed, shard_tokens=shard_tokens)
-    old = _read_manifest(out)
-    writer = None
-    if old is not None:
-        _check_same(out, old, header)  # before loading any model
-        if old["complete"]:
-            writer = StoreWriter(out, {**header, "d_in": old["d_in"]}, quiet=quiet)
-            if writer.complete and (not old.get("tokens") or writer.read_tokens(quiet=True) is not None):
-                print(f"interp: {out} already holds all {n_tokens} tokens of {spec} at {hook}; nothing to do.", file=sys.stderr)
-                return open_store(out)
+    request = hook_list(hooks)
+    names = _known_hooks(out, request)  # None when a `*` needs the model's hook names
+    writers: dict[str, StoreWriter] = {}
+    if names is not None:  # check what is there before loading any model
+        writers = _existing(out, names, header, quiet)
+        if _finished(out, names, writers):
+            what = f"at {names[0]}" if len(names) == 1 else f"at all {len(names)} hooks of the set"
+            print(f"interp: {out} already holds all {n_tokens} tokens of {spec} {what}; nothing to do.", file=sys.stderr)
+            return _open(out, names)
     if isinstance(model, str):
         model = load_model(model, quiet=quiet, dtype=model_dtype)
-    check_names(model, [hook])
+    if names is None:
+        names = expand_hooks(request, hook_names(model))
+        writers = _existing(out, names, header, quiet)
+    check_names(model, names)
     model.check_length(ctx_len)
-    header["d_in"] = d_in = _d_in(model, hook)
-    if writer is None and old is not None:
-        writer = StoreWriter(out, header, quiet=quiet)
-    stored = writer.read_tokens() if writer else None
-    tokens = stored if stored is not None else token_chunks(
-        _encoder(model), ctx_len, n_seqs, seed, model.sink_token_id if bos else None, quiet)  # [seq, ctx]
-    if writer is None:  # a new store: the corpus had enough tokens, so now the folder is made
-        writer = StoreWriter(out, header, info=dict(corpus=corpus_info(), batch_size=batch_size), quiet=quiet)
-    if stored is None:
-        writer.write_tokens(tokens)
-    todo = [i for i in range(n_shards) if i not in writer.shards]
+    d_ins = {h: _d_in(model, h) for h in names}  # hook -> row width
+    for h, w in writers.items():
+        _check_same(w.dir, w.manifest, {"d_in": d_ins[h]})
+    header["shard_tokens"] = _shard_tokens(header["shard_tokens"], d_ins, per_seq)
+    seqs_per_shard = max(1, header["shard_tokens"] // per_seq)
+    n_shards = -(-n_seqs // seqs_per_shard)
+    shard_rows = [min(seqs_per_shard * per_seq, n_tokens - i * seqs_per_shard * per_seq) for i in range(n_shards)]
+    todo = {i: [h for h in names if h not in writers or i not in writers[h].shards] for i in range(n_shards)}
+    todo = {i: need for i, need in todo.items() if need}  # shard -> the hooks that still lack it
+    _check_disk(out, sum(shard_rows[i] * sum(d_ins[h] for h in need) * 2 for i, need in todo.items()))
+    stored = {h: w.read_tokens() for h, w in writers.items()}
+    tokens = next((t for t in stored.values() if t is not None), None)
+    if tokens is None:
+        tokens = token_chunks(_encoder(model), ctx_len, n_seqs, seed, model.sink_token_id if bos else None, quiet)  # [seq, ctx]
+    if len(names) > 1 and read_set(out) is None:  # the corpus had enough tokens, so now the folders are made
+        write_set(out, request, names, header)
+    info = dict(corpus=corpus_info(), batch_size=batch_size)
+    for h in names:
+        if h not in writers:
+            writers[h] = StoreWriter(_folder(out, names, h), _store_header(header, h, d_ins[h]), info=info, quiet=quiet)
+    for h, w in writers.items():
+        if stored.get(h) is None:
+            w.write_tokens(tokens)
     if len(todo) < n_shards:
-        print(f"interp: resuming {out}: {n_shards - len(todo)} of {n_shards} shards are already written.", file=sys.stderr)
-    start, done = time.perf_counter(), 0
-    with tqdm(total=n_tokens, initial=writer.n_written, unit="tok", desc=f"caching {hook}", disable=quiet) as bar:
-        for i in todo:
+        print(f"interp: resuming {out}: {n_shards - len(todo)} of {n_shards} shards are already written"
+              f"{' for every hook' if len(names) > 1 else ''}.", file=sys.stderr)
+    start = time.perf_counter()
+    desc = f"caching {names[0]}" if len(names) == 1 else f"caching {len(names)} hooks"
+    with tqdm(total=n_tokens, initial=n_tokens - sum(shard_rows[i] for i in todo), unit="tok", desc=desc, disable=quiet) as bar:
+        for i, need in todo.items():
             seqs = torch.from_numpy(tokens[i * seqs_per_shard : (i + 1) * seqs_per_shard]).long()  # [seq, ctx]
-            rows = min(len(seqs) * per_seq, n_tokens - i * seqs_per_shard * per_seq)
-            parts = []
-            for chunk in seqs.split(batch_size):
-                act = capture(model, chunk, [hook], stop_early=True)[hook]  # [batch, pos, ...]
-                parts.append(act[:, first:].reshape(-1, d_in).to(DTYPES[dtype]))  # [batch * per_seq, d_in]
-            writer.write_shard(i, torch.cat(parts)[:rows])
-            bar.update(rows)
-            done += rows
-    if done and not quiet:
-        seconds = time.perf_counter() - start
+            for h, acts in _forward_rows(model, seqs, need, first, batch_size, DTYPES[dtype]).items():
+                writers[h].write_shard(i, acts[: shard_rows[i]])
+            bar.update(shard_rows[i])
+    if todo and not quiet:
+        done, seconds = sum(shard_rows[i] for i in todo), time.perf_counter() - start
         print(f"interp: cached {done} tokens in {seconds:.1f} s ({done / seconds:.0f} tokens/s).", file=sys.stderr)
-    return writer.finish()
+    for w in writers.values():
+        w.finish()
+    return _open(out, names)
+
+
+def _forward_rows(model: Model, seqs: Int[Tensor, "seq ctx"], hooks: list[str], first: int, batch_size: int,
+                  dtype: torch.dtype) -> dict[str, Float[Tensor, "rows d_in"]]:
+    """The store rows of `seqs` at each hook (positions `first`.. of every sequence, in order), from forwards of
+    `batch_size` sequences that each capture every hook and stop after the last."""
+    from interp.hooks import capture
+
+    parts: dict[str, list[Tensor]] = {h: [] for h in hooks}
+    for chunk in seqs.split(batch_size):
+        acts = capture(model, chunk, hooks, stop_early=True)  # hook -> [batch, pos, ...]
+        for h in hooks:
+            act = acts.pop(h)[:, first:]
+            parts[h].append(act.reshape(-1, math.prod(act.shape[2:])).to(dtype))  # [batch * per_seq, d_in]
+    return {h: torch.cat(parts.pop(h)) for h in hooks}
+
+
+def _folder(out: Path, hooks: list[str], hook: str) -> Path:
+    """Where `hook`'s store lives: `out` itself for a single hook, out/<hook> in a set."""
+    from interp.store_set import set_folder
+
+    return out if len(hooks) == 1 else out / set_folder(hook)
+
+
+def _open(out: Path, hooks: list[str]) -> Store | StoreSet:
+    from interp.store_set import open_store_set
+
+    return open_store(out) if len(hooks) == 1 else open_store_set(out)
+
+
+def _known_hooks(out: Path, request: list[str]) -> list[str] | None:
+    """The hooks `request` names without loading the model: itself when it has no `*`, the set's own
+    hooks when the set in `out` was written for this same request, else None."""
+    from interp.store_set import read_set
+
+    if not any("*" in n for n in request):
+        return request
+    old = read_set(out) if out.is_dir() else None
+    return old["hooks"] if old and old["request"] == request else None
+
+
+def _existing(out: Path, hooks: list[str], header: dict, quiet: bool) -> dict[str, StoreWriter]:
+    """Writers of the stores of `hooks` already begun in `out` (their shards verified), once their settings
+    are found equal to `header`'s (else an InterpError, and nothing is touched). A None shard_tokens in
+    `header` takes the stored value."""
+    from interp.store_set import SET_FILE, read_set
+
+    if len(hooks) == 1 and (out / SET_FILE).exists():
+        raise InterpError(f"{out} holds a store set, not a single store: its store of one hook is open_store_set({str(out)!r})"
+                          ".store(hook); cache a single hook into a new folder, or give the set's own hooks.")
+    old_set = read_set(out) if len(hooks) > 1 else None
+    if len(hooks) > 1 and old_set is None and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InterpError(f"{out} exists but holds no store set (no {SET_FILE}), so nothing will be written there: "
+                          "choose a new or empty folder for the set.")
+    olds = {h: m for h in hooks if (m := _read_manifest(_folder(out, hooks, h))) is not None}
+    if header["shard_tokens"] is None:  # a set's default depends on its hooks' widths: keep the one it was started with
+        header["shard_tokens"] = 65536 if len(hooks) == 1 else old_set["header"]["shard_tokens"] if old_set else next(
+            (m["shard_tokens"] for m in olds.values()), None)
+    if old_set:
+        _check_same(out, {**old_set["header"], "hooks": old_set["hooks"]}, {**header, "hooks": hooks})
+    for h, m in olds.items():
+        _check_same(_folder(out, hooks, h), m, _store_header(header, h))
+    return {h: StoreWriter(_folder(out, hooks, h), _store_header(header, h, m["d_in"]), quiet=quiet) for h, m in olds.items()}
+
+
+def _store_header(header: dict, hook: str, d_in: int | None = None) -> dict:
+    """The header of one hook's store: the shared settings with its hook (and row width)."""
+    one = {"model": header["model"], "model_dtype": header["model_dtype"], "hook": hook, **header}
+    return one if d_in is None else {**one, "d_in": d_in}
+
+
+def _finished(out: Path, hooks: list[str], writers: dict[str, StoreWriter]) -> bool:
+    """Every store complete, with its token file (and the set's index for a set)."""
+    from interp.store_set import read_set
+
+    return (len(writers) == len(hooks) and all(w.manifest["complete"] and w.complete for w in writers.values())
+            and all(not w.manifest.get("tokens") or w.read_tokens(quiet=True) is not None for w in writers.values())
+            and (len(hooks) == 1 or read_set(out) is not None))
+
+
+def _shard_tokens(asked: int | None, d_ins: dict[str, int], per_seq: int) -> int:
+    """The shard size: `asked`, else 65536; in a set at most what keeps a shard of every hook within SET_SHARD_BYTES."""
+    from interp.store_set import SET_SHARD_BYTES
+
+    if len(d_ins) == 1:
+        return asked or 65536
+    most = max(per_seq, SET_SHARD_BYTES // (2 * sum(d_ins.values())))
+    if asked and asked > most:
+        raise InterpError(f"A shard of {asked} tokens at all {len(d_ins)} hooks would hold {_size(asked * 2 * sum(d_ins.values()))} "
+                          f"in memory; at most {most} tokens keep it within {_size(SET_SHARD_BYTES)}: ask for that many or "
+                          "fewer (or leave shard_tokens out to get the most).")
+    return asked or min(65536, most)
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def _check_disk(out: Path, need: int) -> None:
+    """An InterpError before anything is written when the disk under `out` has less than `need` bytes free."""
+    import shutil
+
+    where = next(p for p in [out, *out.parents] if p.exists())
+    free = shutil.disk_usage(where).free
+    if need > free:
+        raise InterpError(f"Writing {out} needs {_size(need)} more and {where} has {_size(free)} free: "
+                          "free space, cache fewer tokens or hooks, or write to another disk.")
 
 
 def store_path(model: str, hook: str, tokens: int, model_dtype: str = "float32") -> Path:

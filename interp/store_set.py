@@ -1,7 +1,7 @@
 """Store sets: the activations at several hooks, written from the same forward passes over the same tokens.
 
     stores = cache_activations("smollm2-135m", "blocks.*.ln2.hook_out,blocks.*.hook_mlp_out", 2_000_000, "acts/tc")
-    stores = open_store_set("acts/tc")                       # StoreSet: .hooks, .store(hook), .verify()
+    stores = open_store_set("acts/tc")                       # StoreSet: .hooks, .store(hook), .stores, .verify()
     x, y = stores.store("blocks.3.ln2.hook_out"), stores.store("blocks.3.hook_mlp_out")
     for x_b, y_b in paired_batches(x, y, 4096, seed=0):      # [4096, 576] each: the same tokens' rows
         ...
@@ -137,26 +137,24 @@ class StoreSet:
     """The stores of a set, opened lazily. See the module docstring for the layout."""
 
     def __init__(self, folder: Path, manifest: dict, verify: bool = True):
-        self.dir, self.manifest, self._verify = folder, manifest, verify
+        self.dir, self.manifest = folder, manifest
         self.hooks: list[str] = manifest["hooks"]
-        self._stores: dict[str, Store] = {}
+        self.stores = {h: open_store(folder / manifest["stores"][h], verify) for h in self.hooks}  # each complete
 
     def store(self, hook: str) -> Store:
         """The store of `hook` (an InterpError naming the set's hooks if it has none)."""
-        if hook not in self.manifest["stores"]:
+        if hook not in self.stores:
             close = difflib.get_close_matches(hook, self.hooks, n=5, cutoff=0.5)
             raise InterpError(f"The store set in {self.dir} has no store of {hook!r}. Closest of its {len(self.hooks)} "
                               f"hooks: {', '.join(close) or ', '.join(self.hooks[:5])}.")
-        if hook not in self._stores:
-            self._stores[hook] = open_store(self.dir / self.manifest["stores"][hook], self._verify)
-        return self._stores[hook]
+        return self.stores[hook]
 
     def verify(self) -> None:
-        """Check every store's shards against their checksums, and that the stores are rows of the same tokens."""
-        first = self.store(self.hooks[0])
-        for hook in self.hooks:
-            self.store(hook).verify()
-            check_pairable(first, self.store(hook))
+        """Check every store's shards against their checksums now, and that the stores are rows of the same tokens."""
+        first = self.stores[self.hooks[0]]
+        for store in self.stores.values():
+            store.verify()
+            check_pairable(first, store)
 
     def __repr__(self) -> str:
         h = self.manifest["header"]
@@ -164,8 +162,9 @@ class StoreSet:
 
 
 def open_store_set(path: str | Path, verify: bool = True) -> StoreSet:
-    """Open a complete store set. With `verify` each shard is checked against its sha256 the first time
-    it is read; `StoreSet.verify()` checks them all now."""
+    """Open a complete store set: every store is opened (`open_store`: an unfinished one is an error that
+    says how to finish it). With `verify` each shard is checked against its sha256 the first time it is
+    read; `StoreSet.verify()` checks them all now."""
     folder = Path(path)
     manifest = read_set(folder)
     if manifest is None:
