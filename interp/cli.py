@@ -132,13 +132,20 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--experiment", help="only this experiment")
     s.set_defaults(func=cmd_runs)
 
-    s = sub.add_parser("cache", help="run a model over the local corpus and store one hook's activations (for SAE training)",
+    s = sub.add_parser("cache", help="run a model over the local corpus and store hooks' activations (for SAE / transcoder training)",
                        description="Run a model over the standard-library corpus and write the activations at one hook to an "
-                       "on-disk store (shards + manifest.json, see interp/store.py). Stopped half-way, the same command "
-                       "resumes; on a complete store it checks the checksums (and rebuilds a missing token file) and does "
-                       "nothing more.")
+                       "on-disk store (shards + manifest.json, see interp/store.py), or at several hooks to a store set: one "
+                       "store per hook from the same forward passes over the same tokens (set.json, see interp/store_set.py). "
+                       "Stopped half-way, the same command resumes; on a complete store it checks the checksums (and rebuilds "
+                       "a missing token file) and does nothing more.")
     s.add_argument("--model", required=True, help="model spec (see `interp models`) or a model folder")
-    s.add_argument("--hook", required=True, help="TransformerLens hook name shaped [batch, pos, ...], e.g. blocks.15.hook_resid_post")
+    s.add_argument("--hook", "--hooks", action="append", metavar="HOOKS",
+                   help="TransformerLens hook name shaped [batch, pos, ...], e.g. blocks.15.hook_resid_post; several "
+                   "(comma-separated or repeated) write a store set, and `*` stands for every layer: blocks.*.hook_mlp_out")
+    s.add_argument("--transcoder", action="store_true",
+                   help="every layer's MLP input and output (blocks.*.ln2.hook_out,blocks.*.hook_mlp_out), for transcoders; "
+                   "with --hook, added to those")
+    s.add_argument("--layers", help="only these layers for the `*` in the hook names: a range (0-29), a list (3,5,7) or both")
     s.add_argument("--tokens", required=True, type=int, help="activations (token positions) to store, e.g. 2000000")
     s.add_argument("--out", required=True, help="store folder (new, empty, or a store this same command started)")
     s.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"],
@@ -149,7 +156,8 @@ def _parser() -> argparse.ArgumentParser:
                    "measures what it changes. Recorded in the manifest; a store is finished in the dtype it was started in")
     s.add_argument("--ctx", type=int, default=128, help="tokens per sequence, BOS included (default: 128)")
     s.add_argument("--batch", type=int, default=16, help="sequences per forward pass (default: 16)")
-    s.add_argument("--shard-tokens", type=int, default=65536, help="tokens per shard file, rounded down to whole sequences (default: 65536)")
+    s.add_argument("--shard-tokens", type=int, help="tokens per shard file, rounded down to whole sequences (default: 65536; for "
+                   "several hooks the most that keeps a shard of all of them within 1 GiB of memory)")
     s.add_argument("--seed", type=int, default=0, help="seed that picks and orders the corpus sequences (default: 0)")
     s.add_argument("--keep-first", action="store_true", help="also store position 0 (the BOS / attention-sink token; dropped by default)")
     s.add_argument("--no-bos", action="store_true", help="do not start each sequence with the model's BOS token (<|endoftext|>)")
@@ -317,17 +325,27 @@ def cmd_runs(args) -> int:
 
 
 def cmd_cache(args) -> int:
-    from interp.store import cache_activations
+    from interp.store import Store, cache_activations
+    from interp.store_set import TRANSCODER_HOOKS, hook_list, parse_layers, with_layers
 
-    store = cache_activations(args.model, args.hook, args.tokens, args.out, dtype=args.dtype, ctx_len=args.ctx,
-                              batch_size=args.batch, shard_tokens=args.shard_tokens, seed=args.seed,
-                              keep_first=args.keep_first, bos=not args.no_bos, quiet=args.quiet,
-                              model_dtype=args.model_dtype)
-    m = store.manifest
-    size = sum((store.dir / e["file"]).stat().st_size for e in store.shards)
-    print(f"{store.n_tokens} tokens of {m['model']} at {m['hook']} (d_in {store.d_in}, {m['dtype']}) in "
-          f"{len(store.shards)} shards, {size / 2**20:.1f} MiB; forwards in {m.get('model_dtype', 'float32')}")
-    print(store.dir)
+    if not args.hook and not args.transcoder:
+        raise InterpError("Name the hooks to cache: --hook NAME[,NAME...] (`interp hooks MODEL` lists them), or --transcoder.")
+    hooks = hook_list((args.hook or []) + [TRANSCODER_HOOKS] * args.transcoder)
+    if args.layers:
+        hooks = with_layers(hooks, parse_layers(args.layers))
+    out = cache_activations(args.model, hooks, args.tokens, args.out, dtype=args.dtype, ctx_len=args.ctx,
+                            batch_size=args.batch, shard_tokens=args.shard_tokens, seed=args.seed,
+                            keep_first=args.keep_first, bos=not args.no_bos, quiet=args.quiet,
+                            model_dtype=args.model_dtype)
+    stores = [out] if isinstance(out, Store) else list(out.stores.values())
+    store, m = stores[0], stores[0].manifest
+    size = sum((s.dir / e["file"]).stat().st_size for s in stores for e in s.shards)
+    where = f"at {m['hook']} (d_in {store.d_in}" if len(stores) == 1 else f"at {len(stores)} hooks (d_in {sum(s.d_in for s in stores)} in all"
+    print(f"{store.n_tokens} tokens of {m['model']} {where}, {m['dtype']}) in {len(store.shards)} shards{' each' * (len(stores) > 1)}, "
+          f"{size / 2**20:.1f} MiB; forwards in {m.get('model_dtype', 'float32')}")
+    for s in stores if len(stores) > 1 else []:  # a set: each hook's store
+        print(f"  {s.manifest['hook']:<32} d_in {s.d_in:<6} {s.dir}")
+    print(out.dir)
     return 0
 
 

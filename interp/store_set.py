@@ -50,6 +50,10 @@ from interp.store import Store, aligned_batches, open_store
 SET_FORMAT = "interp-store-set/1"
 SET_FILE = "set.json"
 SET_SHARD_BYTES = 1 << 30  # a shard of every hook of a set, in the storage dtype, stays within this
+# A transcoder's input and output at every layer: the MLP's input (its norm's output, what the MLP reads) and
+# its output. On Gemma-2/3 hook_mlp_out comes after the post-MLP norm (ln2_post), as Gemma Scope's transcoders
+# take it; the MLP's own output there is blocks.*.mlp.hook_out. On Llama-like models (SmolLM2) the two agree.
+TRANSCODER_HOOKS = "blocks.*.ln2.hook_out,blocks.*.hook_mlp_out"
 PAIRED = ("model", "n_tokens", "ctx_len", "keep_first", "bos", "seed")  # manifest fields two paired stores share
 
 

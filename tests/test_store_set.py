@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from interp import InterpError
+from interp.cli import main
 from interp.hooks import capture
 from interp.models import load_model
 from interp.store import StoreWriter, cache_activations, open_store
@@ -247,3 +248,41 @@ def test_set_shards_are_sized_to_the_memory_bound_and_the_disk_is_checked(toy, t
     with pytest.raises(InterpError, match="needs 0.7 MiB more .* 0.0 MiB free"):  # 1500 tokens x 4 hooks x 64 x 2 bytes
         cache_activations(toy, TC, 1500, tmp_path / "full", **{**ARGS, "shard_tokens": None})
     assert not (tmp_path / "full").exists()
+
+
+# -------------------------------------------------------------------------------------- the command
+
+
+def test_cache_command_writes_a_set_of_several_hooks(tmp_path, capsys):
+    out = tmp_path / "set"
+    argv = ["cache", "--model", "toy:2l", "--hooks", "hook_embed", "--hook", "blocks.*.hook_mlp_out", "--layers", "1",
+            "--tokens", "600", "--out", str(out), "--ctx", "32", "--shard-tokens", "256", "--quiet"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("600 tokens of toy:2l at 2 hooks (d_in 128 in all, float16) in 3 shards each")
+    assert [line.split()[0] for line in lines[1:3]] == ["hook_embed", "blocks.1.hook_mlp_out"] and lines[-1] == str(out)
+    assert open_store_set(out).hooks == ["hook_embed", "blocks.1.hook_mlp_out"]
+    assert main(argv) == 0 and "nothing to do" in capsys.readouterr().err
+    assert main(["cache", "--model", "toy:2l", "--tokens", "600", "--out", str(tmp_path / "none")]) == 2
+    assert "Name the hooks to cache" in capsys.readouterr().err
+    assert main([*argv[:5], "--layers", "1", "--tokens", "600", "--out", str(tmp_path / "x")]) == 2  # --layers, no `*`
+    assert "no hook name holds a `*`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_transcoder_sets_pair_each_layer_s_mlp_input_with_its_output(family, tmp_path, capsys):
+    from tiny_models import make_tiny
+
+    folder = make_tiny(tmp_path / family, family)
+    out = tmp_path / "tc"
+    argv = ["cache", "--model", str(folder), "--transcoder", "--tokens", "400", "--ctx", "32", "--quiet"]
+    assert main([*argv, "--out", str(out)]) == 0
+    stores = open_store_set(out)
+    assert stores.hooks == ["blocks.0.ln2.hook_out", "blocks.1.ln2.hook_out", "blocks.0.hook_mlp_out", "blocks.1.hook_mlp_out"]
+    layer = load_model(str(folder), quiet=True).module.model.layers[1]
+    after = layer.post_feedforward_layernorm if family == "gemma3" else torch.nn.Identity()  # Gemma's hook_mlp_out: post-norm
+    for x, y in paired_batches(stores.store("blocks.1.ln2.hook_out"), stores.store("blocks.1.hook_mlp_out"), 100):
+        with torch.no_grad():
+            torch.testing.assert_close(after(layer.mlp(x)), y, rtol=2e-2, atol=2e-2)
+    assert main([*argv, "--layers", "1", "--out", str(tmp_path / "one")]) == 0
+    assert open_store_set(tmp_path / "one").hooks == ["blocks.1.ln2.hook_out", "blocks.1.hook_mlp_out"]
