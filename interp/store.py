@@ -38,6 +38,10 @@ error that changes nothing. The forward pass stops at the hooked layer. SmolLM2 
 blocks.15.hook_resid_post caches about 1,000 tokens/s on two CPU threads (600 on one): 2M tokens
 take about 35 minutes and 2.3 GB in float16.
 
+Several hooks (a list, "a,b", or `*` for the layer: "blocks.*.hook_mlp_out") write a store set instead:
+one such store per hook in out/<hook>/, all from the same forward passes over the same tokens, with
+out/set.json (`interp.store_set`: `open_store_set`, and `paired_batches` for aligned rows of two stores).
+
 Reading (`open_store`, `Store.batches`): shards are memory-mapped a few MB at a time and each is
 checked against its sha256 the first time it is read; one that fails is an error naming it, never
 used. Batches come out of a mixing buffer, so resident memory stays near the buffer's size
