@@ -1,8 +1,10 @@
 """SAE losses and the feature statistics they need.
 
-- Reconstruction: squared error summed over d_in, averaged over tokens, divided by the data's variance
-  (sum over d_in of the per-dimension variance, measured once from the store), so the loss is the
-  fraction of variance unexplained (FVU) and the same number on any number of data-parallel ranks.
+- Reconstruction: squared error summed over the target's width, averaged over tokens, divided by the
+  target's variance (sum of the per-dimension variances, measured once from the store), so the loss is
+  the fraction of variance unexplained (FVU) and the same number on any number of data-parallel ranks.
+  The target is the input for an SAE and the output hook for a transcoder, whose reconstruction
+  includes its skip path.
 - `aux_k_loss` (Gao et al. 2024): the k_aux largest pre-activations among dead features (no firing in
   the last `dead_tokens` tokens) reconstruct the main reconstruction's error (detached), scored as
   MSE / the error's own variance; coefficient 1/32 in the paper.
@@ -14,6 +16,8 @@
   is below `underuse` × their target are "under-used" and play the role of aux_k's dead features.
   With underuse → 0 it is aux_k.
 - L1 (ReLU SAEs): Σ_f z_f ‖W_dec[f]‖, averaged over tokens.
+- `outliers`: the rows left out of every loss (and of the evaluations): the input's norm above the SAE's
+  max_norm or, for a transcoder, the target's above its max_norm_out.
 """
 
 from __future__ import annotations
@@ -25,16 +29,30 @@ from interp.sae.models import SAE, Codes
 from interp.sae.rules import select_topk
 
 
+def outliers(sae: SAE, x: Tensor, y: Tensor | None = None, none_if_none: bool = False) -> Tensor | None:
+    """bool [batch]: rows left out of training and evaluation, the input's norm above max_norm or (transcoders)
+    the target's above max_norm_out. With `none_if_none`, None when the SAE has no cut (no work, no sync)."""
+    cuts = [(v, c) for v, c in ((x, sae.cfg.max_norm), (y, getattr(sae, "max_norm_out", 0.0))) if v is not None and c]
+    if not cuts:
+        return None if none_if_none else torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    out = None
+    for v, c in cuts:
+        far = torch.linalg.vector_norm(v, dim=1, dtype=torch.float32) > c
+        out = far if out is None else out | far
+    return out
+
+
 def l1_penalty(sae: SAE, codes: Codes) -> Tensor:
     norms = sae.W_dec.norm(dim=1)
     return (codes.values * norms[codes.cols]).sum() / codes.n_tokens
 
 
 def aux_reconstruction_loss(sae: SAE, x: Tensor, x_hat: Tensor, pre: Tensor, pool: Tensor, k_aux: int,
-                            reduce_sum=None, keep: Tensor | None = None, n_pool: int | None = None) -> Tensor:
+                            reduce_sum=None, keep: Tensor | None = None, n_pool: int | None = None,
+                            y: Tensor | None = None) -> Tensor:
     """The k_aux largest pre-activations among features in `pool` (bool [d_sae]) reconstruct the error
-    x - x̂ (detached); MSE over the error's variance, both over the rows in `keep` (bool [batch]; all
-    when None).
+    y - x̂ (detached; `y` is a transcoder's target, x for an SAE, and x̂ the target's whole reconstruction);
+    MSE over the error's variance, both over the rows in `keep` (bool [batch]; all when None).
     Zero when the pool is empty. `n_pool`, the pool's size when the caller knows it, saves a device
     sync; a pool that has shrunk below k_aux since is fine (the extra picks are -inf and weigh 0)."""
     n_pool = int(pool.sum().item()) if n_pool is None else n_pool
@@ -42,7 +60,7 @@ def aux_reconstruction_loss(sae: SAE, x: Tensor, x_hat: Tensor, pre: Tensor, poo
         return x.new_zeros((), dtype=torch.float32)
     with torch.no_grad():
         rows, cols = select_topk(pre.masked_fill(~pool, float("-inf")), min(k_aux, n_pool))
-    err = (x - x_hat).detach()  # [batch, d_in], float32
+    err = ((x if y is None else y) - x_hat).detach()  # [batch, d_out], float32
     n_rows = x.new_tensor(float(x.shape[0]), dtype=torch.float32)
     if keep is not None:
         err = err * keep[:, None]

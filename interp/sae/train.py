@@ -1,4 +1,7 @@
-"""Train an SAE on an activation store: `interp sae train --store PATH --kind topk ...`.
+"""Train an SAE on an activation store: `interp sae train --store PATH --kind topk ...`; with
+`target_store` (the store of another hook, from the same forwards) the same loop trains a transcoder:
+it reads `store` and reconstructs the target (e.g. an MLP's input and output; `interp.sae.transcoders`
+trains one per layer). Everything below holds for both; an SAE's target is its own input.
 
 One loop for every kind and for data parallelism: under `torchrun --nproc_per_node=N` each rank reads
 its slice of the same global batch, the batch rules select over the global batch (ranks exchange
@@ -30,16 +33,24 @@ from interp.config import NonNegFloat, NonNegInt, OneOf, PosFloat, PosInt, Range
 from interp.precision import resolve_dtype
 from interp.runs import Run
 from interp.sae import losses
+from interp.sae.losses import outliers
 from interp.sae.io import save_sae
 from interp.sae.models import KINDS, SAE, SAEConfig
 from interp.sae.rules import fc_plan, zipf_targets
 from interp.store import open_store
+from interp.store_set import check_pairable, paired_batches
 
 
 @dataclass
 class SAETrainConfig:
     store: str = ""
-    """Activation store folder, written by `interp cache`."""
+    """Activation store folder, written by `interp cache` (a transcoder's input hook)."""
+    target_store: str = ""
+    """Transcoders: the store of the hook to reconstruct, from the same forwards as `store` (one store set).
+    Empty: an SAE, which reconstructs `store` itself."""
+    skip: bool = True
+    """Transcoders: a linear skip path W_skip beside the sparse one (skip transcoders; Paulo et al. 2025 found
+    them Pareto-better). SAEs have none."""
     kind: OneOf(*KINDS) = "topk"
     """Activation rule: topk, mutual_choice (= BatchTopK), feature_choice or relu (ReLU + L1)."""
     expansion: PosInt = 8
@@ -86,7 +97,8 @@ class SAETrainConfig:
     residual has rare massive activations (about 1 token in 2,000, at position 1, 100x the median norm)
     that would otherwise dominate the squared error."""
     stats_tokens: PosInt = 65536
-    """Tokens used once for b_dec (their mean) and the data variance that normalises the MSE."""
+    """Tokens used once for b_dec (their mean; a transcoder's b_in is the input's) and the target's variance,
+    which normalises the MSE."""
     log_every: PosInt = 20
     """Steps between metrics.jsonl lines."""
     checkpoint_every: NonNegInt = 200
@@ -119,6 +131,7 @@ class SAETrainConfig:
             return  # set later (an experiment fills it in); train_sae checks again
         store = open_store(self.store)
         store.verify()
+        target = self.paired(store)
         n_train = store.n_tokens - self.holdout
         if n_train < self.batch_size:
             raise InterpError(f"The store holds {store.n_tokens} tokens, {self.holdout} held out: fewer than one batch of "
@@ -128,15 +141,26 @@ class SAETrainConfig:
                               f"tokens (batch_size), or tokens = 0 for one pass over the store.")
         if self.buffer_tokens < self.batch_size:
             raise InterpError(f"buffer_tokens = {self.buffer_tokens} cannot hold one batch of {self.batch_size}: raise it.")
-        SAEConfig(d_in=store.d_in, d_sae=self.expansion * store.d_in, kind=self.kind, k=self.k).check()
+        SAEConfig(d_in=store.d_in, d_sae=self.expansion * store.d_in, kind=self.kind, k=self.k, transcoder=target is not None,
+                  d_out=target.d_in if target else 0).check()
+
+    def paired(self, store):
+        """The target store (verified), checked to pair row by row with `store`; None for an SAE."""
+        if not self.target_store:
+            return None
+        target = open_store(self.target_store)
+        target.verify()
+        check_pairable(store, target)
+        return target
 
 
 class Dist:
-    """Rank, world size and the few collectives the trainer needs; a no-op on one process."""
+    """Rank, world size and the few collectives the trainer needs; a no-op on one process (`solo`: this
+    process alone even under torchrun, as when each rank trains its own transcoders)."""
 
-    def __init__(self, device: str):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
+    def __init__(self, device: str, solo: bool = False):
+        self.world = 1 if solo else int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = 0 if solo else int(os.environ.get("RANK", "0"))
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
 
@@ -180,27 +204,32 @@ class Dist:
             offset += g.numel()
 
 
-def train_sae(cfg: SAETrainConfig, run: Run | None, quiet: bool = False) -> tuple[SAE, dict]:
-    """Train (or resume, when `run` holds a checkpoint) and return the SAE and its last logged metrics."""
+def train_sae(cfg: SAETrainConfig, run: Run | None, quiet: bool = False, d: Dist | None = None) -> tuple[SAE, dict]:
+    """Train (or resume, when `run` holds a checkpoint) and return the SAE (or transcoder) and its last
+    logged metrics. `d`: the processes to train over (default: all of torchrun's, data parallel)."""
     if not cfg.store:
         raise InterpError("No activation store given (store = \"\"): pass the folder `interp cache` wrote.")
     validate(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    d = Dist(cfg.device)
+    d = d or Dist(cfg.device)
     if cfg.batch_size % d.world:
         raise InterpError(f"batch_size {cfg.batch_size} must divide evenly over {d.world} processes.")
     store = open_store(cfg.store)
+    target = cfg.paired(store)
     n_train = store.n_tokens - cfg.holdout
     total = cfg.tokens or n_train
     steps = total // cfg.batch_size
-    sae, opt, state = build(cfg, store, d)
+    sae, opt, state = build(cfg, store, d, target)
     dtype_name = str(sae.compute_dtype).removeprefix("torch.")
     lead = d.rank == 0
     start = _resume(run, sae, opt, state, lead)
-    batches = store.batches(cfg.batch_size, buffer_tokens=min(cfg.buffer_tokens, n_train), seed=cfg.seed, epochs=None,
-                            rank=d.rank, world_size=d.world, drop_last=True, rows=(0, n_train),
-                            dtype=None)  # the store's float16/bfloat16: the SAE centres it into float32 itself
+    kw = dict(buffer_tokens=min(cfg.buffer_tokens, n_train), seed=cfg.seed, epochs=None, rank=d.rank, world_size=d.world,
+              drop_last=True, rows=(0, n_train), dtype=None)  # the store's float16/bfloat16: the SAE centres it into float32 itself
+    if target is None:
+        batches = ((x, None) for x in store.batches(cfg.batch_size, **kw))
+    else:
+        batches = paired_batches(store, target, cfg.batch_size, **kw)
     for _ in range(start if start < steps else 0):  # a resumed run sees the batches it would have seen (seeded order)
         next(batches)
     if lead and run:
@@ -214,7 +243,9 @@ def train_sae(cfg: SAETrainConfig, run: Run | None, quiet: bool = False) -> tupl
         done = step + 1
         save = lead and run and (done == steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0))
         log = done % cfg.log_every == 0 or done == steps
-        out = train_step(sae, opt, next(batches).to(cfg.device), cfg, state, d, lr, sync=bool(log or save))
+        x, y = next(batches)
+        out = train_step(sae, opt, x.to(cfg.device), cfg, state, d, lr, sync=bool(log or save),
+                         y=None if y is None else y.to(cfg.device))
         if log:
             row = {**out, "lr": lr, "tokens_per_s": (done - n0) * cfg.batch_size / (time.perf_counter() - t0)}
             if lead and run:
@@ -225,33 +256,41 @@ def train_sae(cfg: SAETrainConfig, run: Run | None, quiet: bool = False) -> tupl
             _checkpoint(run, done, sae, opt, state)
     sae.eval()
     sae.compute_dtype = torch.float32  # inference and evaluations run in float32, as a loaded SAE does
-    x = store.read(0, min(cfg.stats_tokens, 8192, n_train)).to(cfg.device)  # [n, d_in]; checkpoints stay uncalibrated,
-    if sae.cfg.max_norm:                                                     # so a resumed run calibrates the same way
-        x = x[x.norm(dim=1) <= sae.cfg.max_norm]
+    n = min(cfg.stats_tokens, 8192, n_train)  # checkpoints stay uncalibrated, so a resumed run calibrates the same way
+    x = store.read(0, n).to(cfg.device)  # [n, d_in]
+    x = x[~outliers(sae, x, target.read(0, n).to(cfg.device) if target else None)]
     row = {**row, "threshold_factor": sae.calibrate_thresholds(x)}
     d.close()
     if lead and run:
         save_sae(sae, run.dir / "sae", extra={"store": str(store.dir), "steps": steps, "batch_size": cfg.batch_size,
-                                                        "compute_dtype": dtype_name})
+                                              "compute_dtype": dtype_name, **({"target_store": str(target.dir)} if target else {})})
     return sae, {"steps": steps, "d_sae": sae.cfg.d_sae, "compute_dtype": dtype_name, **row}
 
 
-def build(cfg: SAETrainConfig, store, d: Dist | None = None) -> tuple[SAE, torch.optim.Optimizer, dict]:
-    """A fresh SAE for this store (b_dec at the data mean), its Adam optimiser and the training state."""
+def build(cfg: SAETrainConfig, store, d: Dist | None = None, target=None) -> tuple[SAE, torch.optim.Optimizer, dict]:
+    """A fresh SAE for this store (b_dec at the data mean), its Adam optimiser and the training state; with a
+    `target` store, a transcoder (b_in at the input's mean, b_dec at the target's)."""
     m = store.manifest
-    sample = store.read(0, min(cfg.stats_tokens, store.n_tokens))  # [n, d_in], read once
-    mean, variance, max_norm = _data_stats(sample, cfg)
+    n = min(cfg.stats_tokens, store.n_tokens)
+    sample = store.read(0, n)  # [n, d_in], read once
+    y_sample = target.read(0, n) if target else None  # [n, d_out]
+    mean, y_mean, variance, max_norm, max_norm_out = _data_stats(sample, cfg, y_sample)
     sae_cfg = SAEConfig(d_in=store.d_in, d_sae=cfg.expansion * store.d_in, kind=cfg.kind, k=cfg.k, fc_capacity=cfg.fc_capacity,
-                        threshold_lr=cfg.threshold_lr, model_name=m["model"], hook_name=m["hook"], max_norm=max_norm)
+                        threshold_lr=cfg.threshold_lr, model_name=m["model"], hook_name=m["hook"], max_norm=max_norm,
+                        transcoder=target is not None, d_out=target.d_in if target else 0, skip=bool(target and cfg.skip),
+                        hook_name_out=target.manifest["hook"] if target else "")
     sae_cfg.check()
     sae = SAE(sae_cfg, seed=cfg.seed).to(cfg.device)
+    sae.max_norm_out = max_norm_out  # a transcoder's target outliers (the config has no field for it; files keep it)
     sae.compute_dtype = resolve_dtype(cfg.dtype, cfg.device)[0]
     with torch.no_grad():
-        sae.b_dec.copy_(mean.to(cfg.device))
+        sae.b_dec.copy_(y_mean.to(cfg.device))
+        if target is not None:
+            sae.b_in.copy_(mean.to(cfg.device))
         sae.W_enc.mul_(cfg.enc_init or (1.0 if cfg.kind == "relu" else 0.577))
         if cfg.kind == "relu":  # start each feature at the target density: b_enc at its pre-activation quantile
             x = sample[:4096].to(cfg.device)  # [n, d_in]
-            pre = (x - sae.b_dec) @ sae.W_enc.T  # [n, d_sae]
+            pre = (x - sae.b_center) @ sae.W_enc.T  # [n, d_sae]
             density = min(1.0, (cfg.target_l0 or cfg.k) / sae_cfg.d_sae)
             rank = max(1, min(pre.shape[0], round((1 - density) * pre.shape[0])))
             sae.b_enc.copy_(-pre.kthvalue(rank, dim=0).values)
@@ -265,10 +304,11 @@ def build(cfg: SAETrainConfig, store, d: Dist | None = None) -> tuple[SAE, torch
 
 
 def train_step(sae: SAE, opt, x: Float[Tensor, "batch d_in"], cfg: SAETrainConfig, state: dict, d: Dist | None = None,
-               lr: float | None = None, sync: bool = True) -> dict | None:
+               lr: float | None = None, sync: bool = True, y: Float[Tensor, "batch d_out"] | None = None) -> dict | None:
     """One step on this rank's slice `x` of the global batch (any float dtype: a store's float16 or
     bfloat16 rows go in as they are): encode, decode, losses, backward, gradient all-reduce, Adam,
-    decoder renormalisation, thresholds and feature statistics.
+    decoder renormalisation, thresholds and feature statistics. `y`: a transcoder's target rows (the
+    same tokens as `x`); an SAE's target is `x`.
 
     With `sync=False` the step never waits for the device (no `.item()`, no host copies; only Mutual
     and Feature Choice's data-sized selections do): the metrics, the finite-loss check and the host-side
@@ -282,12 +322,15 @@ def train_step(sae: SAE, opt, x: Float[Tensor, "batch d_in"], cfg: SAETrainConfi
     if sync or "_plans" not in state:
         state["_plans"] = _plans(sae, cfg, state, x.shape[0] * d.world)
     plans, variance, world = state["_plans"], state["variance"], d.world
-    skip = torch.linalg.vector_norm(x, dim=1, dtype=torch.float32) > sae.cfg.max_norm if sae.cfg.max_norm else None
+    skip = outliers(sae, x, y, none_if_none=True)
     # Tokens the loss averages over, global batch (outliers left out: no features, no loss).
     n_kept = x.new_tensor(float(x.shape[0] * world), dtype=torch.float32) if skip is None else d.sum((~skip).sum().float())
     codes = sae.encode(x, gather=d.gather_fn, skip=skip, plan=plans.get("fc"))
-    x_hat = sae.decode(codes)
-    err = (x - x_hat).pow(2).sum(-1)  # [batch], float32
+    x_hat = sae.decode(codes)  # [batch, d_out]: the target's reconstruction
+    if sae.W_skip is not None:
+        x_hat = x_hat + sae.skip_out(x)  # W_skip's gradient: one dense [d_out, d_in] product, small beside the encoder's
+    y = x if y is None else y
+    err = (y - x_hat).pow(2).sum(-1)  # [batch], float32
     if skip is not None:
         err = err.masked_fill(skip, 0.0)
     loss, parts = err.sum() * world / n_kept / variance, {}
@@ -303,7 +346,7 @@ def train_step(sae: SAE, opt, x: Float[Tensor, "batch d_in"], cfg: SAETrainConfi
                 parts[name] = x.new_zeros((), dtype=torch.float32)
                 continue
             aux = losses.aux_reconstruction_loss(sae, x, x_hat, codes.pre, pool(), plans[name], d.sum,
-                                                 keep=None if skip is None else ~skip, n_pool=plans[name])
+                                                 keep=None if skip is None else ~skip, n_pool=plans[name], y=y)
             parts[name] = aux * kept * world / n_kept  # rank means, averaged over ranks, = the global mean
             loss = loss + coef * parts[name]
     if sync and not torch.isfinite(loss):
@@ -354,16 +397,29 @@ def _plans(sae: SAE, cfg: SAETrainConfig, state: dict, batch: int) -> dict:
     return plans
 
 
-def _data_stats(sample: Tensor, cfg: SAETrainConfig) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Over the store's first tokens, outliers left out: the mean activation (b_dec's start), the total
-    variance Σ_d Var(x_d) and the outlier norm (0: none)."""
+# OUTLIERS_MEASURED (SmolLM2-135M-Instruct, float32, 32 corpus chunks of 127 tokens, position 0 left out, 4,032 rows
+# per hook; /tmp script, 2026-12-02): the MLP inputs (blocks.{i}.ln2.hook_out) are tame in every layer, max/median
+# norm 1.1-1.5. The MLP outputs (blocks.{i}.hook_mlp_out) are not: layer 2's reach 40.9x the median norm, 33 rows
+# (0.8%) above 10x; layers 1, 9 and 10 reach 10.8-11.3x (1-5 rows); every other layer stays under 3.3x. So a
+# transcoder's outliers are the target's, and the default cut (10x the median) leaves out layer 2's massive rows.
+
+
+def _data_stats(sample: Tensor, cfg: SAETrainConfig, target: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, float, float]:
+    """Over the store's first tokens, outliers left out: the input's mean (an SAE's b_dec start, a transcoder's
+    b_in), the target's mean (b_dec) and total variance Σ_d Var(y_d), and the outlier norms (0: none) of the
+    input and the target. An SAE's target is its input. A transcoder leaves out the rows where either is an
+    outlier: in SmolLM2-135M the MLPs of the first layers write the residual's massive activations (see
+    OUTLIERS_MEASURED), so their outputs have outliers the inputs (normalised by ln2) do not."""
     x = sample.double()  # [n, d_in]
-    norms = x.norm(dim=1)
-    max_norm = cfg.outlier_norm * norms.median().item() if cfg.outlier_norm else 0.0
-    if max_norm:
-        x = x[norms <= max_norm]
-    mean = x.mean(0)
-    return mean.float(), (x - mean).pow(2).sum(-1).mean().float(), float(max_norm)
+    y = x if target is None else target.double()  # [n, d_out]
+    cut = [cfg.outlier_norm * v.norm(dim=1).median().item() if cfg.outlier_norm else 0.0 for v in (x, y)]
+    keep = torch.ones(x.shape[0], dtype=torch.bool)
+    for v, c in zip((x, y), cut):
+        if c:
+            keep &= v.norm(dim=1) <= c
+    x, y = x[keep], y[keep]
+    y_mean = y.mean(0)
+    return x.mean(0).float(), y_mean.float(), (y - y_mean).pow(2).sum(-1).mean().float(), float(cut[0]), float(cut[1] if target is not None else 0.0)
 
 
 def _resume(run: Run | None, sae: SAE, opt, stats: dict, lead: bool = True) -> int:
