@@ -8,6 +8,10 @@
   CE recovered = (CE_zero − CE_sae) / (CE_zero − CE_clean); KL(clean ‖ spliced) per token.
   Positions the store left out (position 0 unless it kept it) stay clean in both interventions, and
   so do outlier activations (norm above the SAE's max_norm), which the SAE was not trained on.
+- Transcoders: the same metrics on the target y (the output hook's activations, a paired store) against
+  ŷ predicted from the input x (skip path included): FVU, cosine, L2 ratio, ... are y vs ŷ; in the model,
+  ŷ replaces the output hook (the MLP's output), computed from the input hook in the same forward, and
+  zero-ablation zeroes the output hook. Outliers are left out by the input's and the target's norms.
 - `core_metrics` arranges both, plus the weights' own statistics (`weight_metrics`), under SAEBench's
   metric names and groups (sae_bench/evals/core/main.py), so a researcher can read them side by side
   with SAEBench's tables. Definitions, with x the activation, x̂ its reconstruction, means over tokens:
@@ -36,42 +40,46 @@ from torch import Tensor
 from interp import InterpError
 from interp.hooks import run as run_hooks
 from interp.interventions import next_token_loss
+from interp.sae.losses import outliers
 from interp.sae.models import SAE
 
 
 @torch.no_grad()
 def activation_metrics(sae: SAE, x: Float[Tensor, "n d_in"], batch_size: int = 4096, dense_share: float = 0.1,
-                       as_trained: bool = False, features: bool = False) -> dict:
-    """Metrics on activations `x`; `as_trained` applies the batch rules over batches of `batch_size`
-    as in training instead of the per-feature thresholds. `features` adds each feature's firing density
-    (a list of d_sae floats) under "feature_density"."""
+                       as_trained: bool = False, features: bool = False, y: Float[Tensor, "n d_out"] | None = None) -> dict:
+    """Metrics on activations `x` (and a transcoder's targets `y`, the same tokens' rows; an SAE's target is x);
+    `as_trained` applies the batch rules over batches of `batch_size` as in training instead of the per-feature
+    thresholds. `features` adds each feature's firing density (a list of d_sae floats) under "feature_density"."""
+    if sae.cfg.transcoder and (y is None or y.shape[0] != x.shape[0]):
+        raise InterpError("A transcoder is evaluated against its target: pass y, the output hook's activations of the same tokens.")
     was = sae.training
     sae.train(as_trained)
     n_all = x.shape[0]
-    if sae.cfg.max_norm:  # the outliers the SAE was trained without (see SAETrainConfig.outlier_norm)
-        x = x[x.norm(dim=1) <= sae.cfg.max_norm]
+    keep = ~outliers(sae, x, y)  # the outliers the SAE was trained without (see SAETrainConfig.outlier_norm)
+    x = x[keep]
+    y = x if y is None else y[keep]
     n = x.shape[0]
     if n == 0:
         raise InterpError(f"No activations to evaluate: all {n_all} exceed the SAE's max_norm {sae.cfg.max_norm:.1f}, "
                           "or none were given. Evaluate on activations of the SAE's own hook.")
-    mean = x.double().mean(0)
-    variance = (x.double() - mean).pow(2).sum(-1).mean().item()
+    mean = y.double().mean(0)
+    variance = (y.double() - mean).pow(2).sum(-1).mean().item()
     sums = dict.fromkeys(("sq", "ev_legacy", "cossim", "l2_in", "l2_out", "l2_ratio", "rec_sq", "dot", "l1"), 0.0)
     fired, l0s = torch.zeros(sae.cfg.d_sae, dtype=torch.float64), []
     for s in range(0, n, batch_size):
-        xb = x[s : s + batch_size].float()
+        xb, yb = x[s : s + batch_size].float(), y[s : s + batch_size].float()
         codes = sae.encode(xb)
-        rec = sae.decode(codes).float()
-        err = (xb - rec).pow(2).sum(-1)  # [batch]
-        n_in, n_out = xb.norm(dim=-1), rec.norm(dim=-1)
+        rec = sae.decode(codes).float() + sae.skip_out(xb)  # [batch, d_out]
+        err = (yb - rec).pow(2).sum(-1)  # [batch]
+        n_in, n_out = yb.norm(dim=-1), rec.norm(dim=-1)
         sums["sq"] += err.sum().item()
-        sums["ev_legacy"] += (1 - err / (xb - mean.float()).pow(2).sum(-1).clamp(min=1e-12)).sum().item()
-        sums["cossim"] += F.cosine_similarity(xb, rec, dim=-1, eps=1e-8).sum().item()
+        sums["ev_legacy"] += (1 - err / (yb - mean.float()).pow(2).sum(-1).clamp(min=1e-12)).sum().item()
+        sums["cossim"] += F.cosine_similarity(yb, rec, dim=-1, eps=1e-8).sum().item()
         sums["l2_in"] += n_in.sum().item()
         sums["l2_out"] += n_out.sum().item()
         sums["l2_ratio"] += (n_out / torch.where(n_in < 1e-4, 1.0, n_in)).sum().item()
         sums["rec_sq"] += n_out.pow(2).sum().item()
-        sums["dot"] += (xb * rec).sum().item()
+        sums["dot"] += (yb * rec).sum().item()
         active = codes.values > 0
         sums["l1"] += codes.values[active].float().sum().item()
         fired += torch.bincount(codes.cols[active], minlength=sae.cfg.d_sae).double().cpu()
@@ -116,8 +124,10 @@ def max_cosine(rows: Float[Tensor, "n d"], chunk: int = 1024) -> Float[Tensor, "
 
 @torch.no_grad()
 def weight_metrics(sae: SAE) -> dict:
-    """The weights' own statistics, per feature (lists of d_sae floats) and their means."""
-    enc_dec = F.cosine_similarity(sae.W_enc.float(), sae.W_dec.float(), dim=-1)
+    """The weights' own statistics, per feature (lists of d_sae floats) and their means. A transcoder has no
+    encoder-decoder cosine (NaN): its encoder reads the input's space, its decoder writes the output's."""
+    enc_dec = (torch.full((sae.cfg.d_sae,), float("nan")) if sae.cfg.transcoder
+               else F.cosine_similarity(sae.W_enc.float(), sae.W_dec.float(), dim=-1))
     max_dec, max_enc = max_cosine(sae.W_dec), max_cosine(sae.W_enc)
     return {"average_max_decoder_cosine_sim": max_dec.mean().item(), "average_max_encoder_cosine_sim": max_enc.mean().item(),
             "average_encoder_decoder_cosine_sim": enc_dec.mean().item(),
@@ -128,20 +138,34 @@ def weight_metrics(sae: SAE) -> dict:
 
 @torch.no_grad()
 def splice_metrics(saes: dict[str, SAE], model, tokens: Tensor, hook: str, skip_first: bool = True, batch_size: int = 8) -> dict[str, dict]:
-    """CE loss recovered and KL for each SAE whose reconstruction replaces the activation at `hook`.
-    The clean and zero-ablated passes run once per batch, shared by all the SAEs."""
+    """CE loss recovered and KL for each SAE whose reconstruction replaces the activation at `hook` (a
+    transcoder's: its prediction from its input hook, captured in the same forward, replaces `hook`, its
+    output hook). The clean and zero-ablated passes run once per batch, shared by all the SAEs."""
     start = 1 if skip_first else 0
 
-    def splice(sae: SAE):
-        def patch(act: Tensor) -> Tensor:  # [batch, pos, d_in]
+    def splice(sae: SAE) -> dict:
+        seen = {}
+
+        def grab(act: Tensor) -> Tensor:  # a transcoder's input hook [batch, pos, d_in], left as it is
+            seen["x"] = act
+            return act
+
+        def patch(act: Tensor) -> Tensor:  # [batch, pos, d_out]
             out = act.clone()
-            flat = act[:, start:].reshape(-1, act.shape[-1]).float()  # [batch * pos, d_in]
-            rec = sae.decode(sae.encode(flat))
-            if sae.cfg.max_norm:  # outliers pass through, as the store's left-out positions do
-                rec = torch.where((flat.norm(dim=1) > sae.cfg.max_norm)[:, None], flat, rec)
+            flat = act[:, start:].reshape(-1, act.shape[-1]).float()  # [batch * pos, d_out]
+            src = seen.pop("x") if sae.cfg.transcoder else act
+            x = src[:, start:].reshape(-1, src.shape[-1]).float()  # [batch * pos, d_in]
+            rec = sae.decode(sae.encode(x)) + sae.skip_out(x)
+            far = outliers(sae, x, flat if sae.cfg.transcoder else None)  # pass through, as the store's left-out positions do
+            rec = torch.where(far[:, None], flat, rec)
             out[:, start:] = rec.reshape(act[:, start:].shape).to(act.dtype)
             return out
-        return patch
+        if not sae.cfg.transcoder:
+            return {hook: patch}
+        if not sae.cfg.hook_name or sae.cfg.hook_name == hook:
+            raise InterpError(f"The transcoder spliced at {hook} names no input hook of its own (hook_name "
+                              f"{sae.cfg.hook_name!r}): its cfg.json's metadata.hook_name must name the hook it reads.")
+        return {sae.cfg.hook_name: grab, hook: patch}
 
     def zero(act: Tensor) -> Tensor:
         out = act.clone()
@@ -162,7 +186,7 @@ def splice_metrics(saes: dict[str, SAE], model, tokens: Tensor, hook: str, skip_
         base["ce_zero"] += next_token_loss(zeroed, tb).item() * w
         base["kl_zero"] += _kl(clean, zeroed).item() * w
         for name, sae in saes.items():
-            spliced = run_hooks(model, tb, patch={hook: splice(sae)})[0]
+            spliced = run_hooks(model, tb, patch=splice(sae))[0]
             each[name]["ce_sae"] += next_token_loss(spliced, tb).item() * w
             each[name]["kl_sae"] += _kl(clean, spliced).item() * w
         n += w
@@ -180,11 +204,12 @@ def splice_metrics(saes: dict[str, SAE], model, tokens: Tensor, hook: str, skip_
     return out
 
 
-def core_metrics(sae: SAE, x: Float[Tensor, "n d_in"], splice: dict | None = None, batch_size: int = 4096) -> dict:
-    """SAEBench's core evaluation on activations `x` (and `splice`, one SAE's `splice_metrics` entry, if
-    the SAE was spliced into its model), grouped and named as SAEBench names them. Per-feature lists
-    (density, cosines, encoder norms and biases) go under "features"."""
-    a = activation_metrics(sae, x, batch_size=batch_size, features=True)
+def core_metrics(sae: SAE, x: Float[Tensor, "n d_in"], splice: dict | None = None, batch_size: int = 4096,
+                 y: Float[Tensor, "n d_out"] | None = None) -> dict:
+    """SAEBench's core evaluation on activations `x` (a transcoder's against its targets `y`; and `splice`, one
+    SAE's `splice_metrics` entry, if the SAE was spliced into its model), grouped and named as SAEBench names
+    them. Per-feature lists (density, cosines, encoder norms and biases) go under "features"."""
+    a = activation_metrics(sae, x, batch_size=batch_size, features=True, y=y)
     w = weight_metrics(sae)
     out = {
         "reconstruction_quality": {"explained_variance": 1 - a["fvu"], "explained_variance_legacy": a["explained_variance_legacy"],

@@ -8,6 +8,8 @@
 
 `evaluate` returns one JSON-able dict per SAE; `summary` prints its headline numbers as a table.
 Several SAEs of one hook share the model's forwards (`evaluate_many`), as `sae_variants` uses it.
+Transcoders are evaluated (core only) against their target: the store of their output hook, given as
+`target` or found beside `store` in its store set; they are spliced in at that output hook.
 """
 
 from __future__ import annotations
@@ -41,26 +43,56 @@ def _needs_model(store, suites: list[str], sequences: int) -> bool:
     return real and (bool(model_suites) or (sequences > 0 and store.tokens() is not None))
 
 
+def target_store(saes: dict[str, SAE], store, target=None):
+    """The store a transcoder reconstructs (None for SAEs): `target`, or its output hook's store in `store`'s set."""
+    outs = {sae.cfg.hook_name_out for sae in saes.values() if sae.cfg.transcoder}
+    if not outs:
+        return None
+    if len(outs) > 1 or not all(sae.cfg.transcoder for sae in saes.values()):
+        raise InterpError(f"Evaluate SAEs and transcoders of one output hook at a time (got {', '.join(sorted(outs))} "
+                          f"among {len(saes)}).")
+    if target is None:
+        from interp.store_set import open_store_set, read_set
+        hook = outs.pop()
+        if read_set(store.dir.parent) is None:
+            raise InterpError(f"The store in {store.dir} is not part of a store set, so the store of the transcoder's output "
+                              f"hook {hook!r} cannot be found beside it: evaluate on a store set that holds both hooks "
+                              "(`interp cache --hook X,Y ...`).")
+        target = open_store_set(store.dir.parent).store(hook)
+    from interp.store_set import check_pairable
+    check_pairable(store, target)
+    return target
+
+
 def evaluate_many(saes: dict[str, SAE], store, suites=("core",), tokens: int = 65536, sequences: int = 16,
-                  model=None, probing: dict | None = None, absorption: dict | None = None, quiet: bool = True) -> dict[str, dict]:
+                  model=None, probing: dict | None = None, absorption: dict | None = None, quiet: bool = True,
+                  target=None) -> dict[str, dict]:
     """Evaluate SAEs of one hook on `store`: {name: result}. The model (loaded from the store's manifest
-    unless given) runs each text once for all the SAEs."""
+    unless given) runs each text once for all the SAEs. Transcoders: `target`, the paired store of their
+    output hook (default: found in `store`'s set)."""
     suites = list(suites)
+    target = target_store(saes, store, target)
+    if target is not None and suites != ["core"]:
+        raise InterpError(f"Transcoders have the core suite only (asked for {', '.join(suites)}): use --suite core.")
     for name, sae in saes.items():
         if store.d_in != sae.cfg.d_in:
             raise InterpError(f"The store in {store.dir} holds activations of width {store.d_in}, but the SAE {name!r} "
                               f"reads d_in = {sae.cfg.d_in}. Evaluate it on a store of its own hook "
                               f"({sae.cfg.hook_name or 'see its cfg.json'}).")
-    hook = store.manifest["hook"]
+        if target is not None and target.d_in != sae.cfg.width_out:
+            raise InterpError(f"The target store in {target.dir} holds width {target.d_in}, but the transcoder {name!r} "
+                              f"writes d_out = {sae.cfg.width_out}. Evaluate it on the store of {sae.cfg.hook_name_out}.")
+    hook = (target or store).manifest["hook"]  # where the reconstruction goes
     if model is None and _needs_model(store, suites, sequences):
         from interp.models import load_model
         model = load_model(store.manifest["model"], quiet=True)  # float32, whatever the store was cached in
-    out = {name: {"hook": hook, "store": str(store.dir), "model": store.manifest["model"], "suites": suites, "seconds": {}}
+    out = {name: {"hook": hook, "store": str(store.dir), **({"target_store": str(target.dir)} if target else {}), "model": store.manifest["model"], "suites": suites, "seconds": {}}
            for name in saes}
     if "core" in suites:
         t0 = time.perf_counter()
         n = min(tokens, store.n_tokens)
         x = store.read(store.n_tokens - n, store.n_tokens)
+        y = target.read(target.n_tokens - n, target.n_tokens) if target is not None else None
         seqs = store.tokens()
         splice = {}
         if model is not None and sequences and seqs is not None:
@@ -69,7 +101,7 @@ def evaluate_many(saes: dict[str, SAE], store, suites=("core",), tokens: int = 6
         shared = (time.perf_counter() - t0) / len(saes)  # the spliced forwards, shared out over the SAEs
         for name, sae in saes.items():
             t1 = time.perf_counter()
-            out[name]["core"] = core_metrics(sae, x, splice.get(name))
+            out[name]["core"] = core_metrics(sae, x, splice.get(name), y=y)
             out[name]["seconds"]["core"] = shared + time.perf_counter() - t1
     if "probing" in suites:
         from interp.sae.probing import probe_sae, probing_tasks, task_activations
