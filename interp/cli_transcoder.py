@@ -30,6 +30,7 @@ class _TrainerOptions(argparse.ArgumentParser):
             from interp.sae.train import SAETrainConfig
 
             add_arguments(self, SAETrainConfig, fixed=("store", "target_store"))
+            self._action_groups[-1].title = "SAETrainConfig fields (each layer's trainer; --set here is the store set)"
             self._added = True
 
     def parse_known_args(self, args=None, namespace=None):

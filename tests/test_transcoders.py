@@ -380,3 +380,4 @@ def test_the_parser_takes_the_sae_trainer_options(two_layers):
     add_parsers(p.add_subparsers())
     helptext = p._subparsers._group_actions[0].choices["transcoder"]._subparsers._group_actions[0].choices["train"].format_help()
     assert "--kind" in helptext and "--layers" in helptext and "--target-store" not in helptext
+    assert "--set name=value" not in helptext  # here --set names the store set
