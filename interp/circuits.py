@@ -198,6 +198,7 @@ def prompt_tokens(model: Model, prompt: str | Sequence[int] | Tensor) -> Int[Ten
 def target_tokens(model: Model, target) -> Int[Tensor, " n_targets"]:
     """A target given as a token id, a one-token string or a list of them, as vocabulary ids."""
     out = []
+    target = target.tolist() if isinstance(target, Tensor) else target
     for t in (target if isinstance(target, (list, tuple)) else [target]):
         if isinstance(t, str):
             ids = model.encode(t)
@@ -431,7 +432,7 @@ def attribute_graph(model: Model, prompt: str | Sequence[int] | Tensor, transcod
                     desired_logit_prob: float = 0.95, update_interval: int = 4, scan: str | None = None) -> Graph:
     """The attribution graph of `prompt` (text or token ids) through `transcoders` ({layer: transcoder SAE});
     `target`: a token (id or one-token string) or list of them, or None for circuit-tracer's top logits."""
-    from interp.circuits_prune import partial_influence
+    from interp.circuits_prune import normalize, partial_influence
 
     t0 = time.perf_counter()
     check_model(model)
@@ -450,12 +451,15 @@ def attribute_graph(model: Model, prompt: str | Sequence[int] | Tensor, transcod
     total = n_cols + n_logits
 
     rows = torch.zeros(n_logits + n_keep, total)  # logit rows first, then features in visiting order
+    rows_hat = torch.zeros_like(rows) if n_keep < n_active else None  # the same, normalised as they come: ranks
     bias = torch.zeros(n_logits + n_keep)
     row_node = torch.zeros(n_logits + n_keep, dtype=torch.long)  # each row's node index among `total`
     for i in range(0, n_logits, batch_size):
         j = min(i + batch_size, n_logits)
         r, b = edge_rows(fwd, src, torch.full((j - i,), L), torch.full((j - i,), P - 1), logit_vecs[i:j])
         rows[i:j, :n_cols], bias[i:j] = r, b
+        if rows_hat is not None:
+            rows_hat[i:j, :n_cols] = normalize(r)
         row_node[i:j] = torch.arange(i, j) + n_cols
 
     visited = torch.zeros(n_active, dtype=torch.bool)
@@ -464,7 +468,7 @@ def attribute_graph(model: Model, prompt: str | Sequence[int] | Tensor, transcod
         if n_keep == n_active:
             pending = torch.arange(n_active)
         else:
-            influence = partial_influence(rows[:st], probs, row_node[:st])[:n_active]
+            influence = partial_influence(rows_hat[:st], probs, row_node[:st])[:n_active]
             rank = influence.argsort(descending=True)
             pending = rank[~visited[rank]][:min(update_interval * batch_size, n_logits + n_keep - st)]
             # lowest layers first: a batch's backward pass stops at its highest target's layer
@@ -474,6 +478,8 @@ def attribute_graph(model: Model, prompt: str | Sequence[int] | Tensor, transcod
             layer, pos = src.index[batch, 0], src.index[batch, 1]
             r, b = edge_rows(fwd, src, layer, pos, src.encoder[batch], retain=st + len(batch) < n_logits + n_keep)
             rows[st:st + len(batch), :n_cols], bias[st:st + len(batch)] = r, b + src.enc_bias[batch]
+            if rows_hat is not None:
+                rows_hat[st:st + len(batch), :n_cols] = normalize(r)
             row_node[st:st + len(batch)] = batch
             visited[batch] = True
             st += len(batch)

@@ -59,13 +59,12 @@ def influence(A_hat: Float[Tensor, "n n"], w: Float[Tensor, " n"], max_iter: int
                       "not built by attribute_graph; rebuild it.")
 
 
-def partial_influence(rows: Float[Tensor, "n_rows n_nodes"], probs: Float[Tensor, " n_logits"],
+def partial_influence(A_hat: Float[Tensor, "n_rows n_nodes"], probs: Float[Tensor, " n_logits"],
                       row_node: Int[Tensor, " n_rows"], max_iter: int = 128) -> Float[Tensor, " n_nodes"]:
-    """Influence on the logits through the rows computed so far (row i is node row_node[i]'s inputs), which
-    ranks the features still to visit (circuit-tracer's `compute_partial_influences`)."""
-    A_hat = normalize(rows)
-    total = torch.zeros(rows.shape[1])
-    prod = torch.zeros(rows.shape[1])
+    """Influence on the logits through the rows computed so far, normalised (row i is node row_node[i]'s
+    inputs), which ranks the features still to visit (circuit-tracer's `compute_partial_influences`)."""
+    total = torch.zeros(A_hat.shape[1])
+    prod = torch.zeros(A_hat.shape[1])
     prod[-len(probs):] = probs
     for _ in range(max_iter):
         prod = prod[row_node] @ A_hat

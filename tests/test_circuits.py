@@ -12,6 +12,7 @@ import torch
 from interp import InterpError
 from interp.circuits import (attribute_graph, completeness_score, graph_json, prune, record, replacement_forward,
                              replacement_score, save_graph)
+from interp.circuits_prune import normalize
 from interp.models import load_model
 from interp.sae.models import SAE, SAEConfig
 from tiny_models import make_tiny
@@ -99,6 +100,16 @@ def test_values_are_the_sum_of_incoming_edges_plus_constants(family, request):
     assert g.values[rows].abs().max() > 1 and g.bias[rows].abs().max() > 0.1  # not vacuous
 
 
+def test_a_layer_without_a_transcoder_is_all_error(llama):
+    tcs = {1: transcoders(llama, skip=False)[1]}
+    g = attribute_graph(llama, TOKENS, tcs)
+    assert set(g.active_features[:, 0].tolist()) == {1}
+    rec = record(llama, TOKENS, tcs)
+    assert torch.equal(rec.errors[0], rec.mlp_out[0])
+    rows = torch.cat([torch.arange(g.n_features), torch.arange(g.n_logits) + g.logit_index(0)])
+    assert (g.adjacency_matrix[rows].sum(1) + g.bias[rows] - g.values[rows]).abs().max() < 2e-5
+
+
 def test_constants_are_the_model_with_every_source_off(llama):
     """The constant terms, computed independently: the direct replacement model with the embeddings, the
     features and the errors all zero leaves only b_enc − W_enc·b_in and each b_dec carried forward."""
@@ -153,6 +164,10 @@ def test_feature_cap_keeps_the_most_influential(llama, llama_graph):
     # the same edges as the full graph, restricted to the kept nodes
     keep = torch.cat([capped.selected_features, torch.arange(llama_graph.n_features, llama_graph.adjacency_matrix.shape[0])])
     assert torch.allclose(capped.adjacency_matrix, llama_graph.adjacency_matrix[keep][:, keep], atol=1e-5)
+    # one queue (4 batches of 8 > 20): the 20 features with the largest direct influence on the logits
+    logit_rows = normalize(llama_graph.adjacency_matrix[-llama_graph.n_logits:])
+    direct = (llama_graph.logit_probabilities @ logit_rows)[:llama_graph.n_features]
+    assert sorted(capped.selected_features.tolist()) == sorted(direct.topk(20).indices.tolist())
 
 
 def test_target_token(llama):
