@@ -10,6 +10,8 @@
     interp cache --model M --hook H --tokens N --out DIR   write activations to disk (for SAEs)
     interp sae train --store DIR [--kind topk] [--k 32] ...  train an SAE on a store (torchrun for data parallel)
     interp sae eval SAE_DIR --store DIR                       FVU, L0, dead/dense, CE loss recovered, KL
+    interp cache --model M --transcoder --tokens N --out DIR   every layer's MLP input and output (a store set)
+    interp transcoder train --set DIR --layers 0-29 --out OUT   one skip transcoder per layer (circuit-tracer files)
     interp patch MODEL --clean TEXT --corrupt TEXT --answer TOK --wrong TOK [--method attribution|atp*|activation]
     interp lens MODEL "text" [--tuned]           every layer read as next-token predictions
     interp steer MODEL "prompt" --vector V --alpha A   unsteered and steered continuations side by side
@@ -196,6 +198,9 @@ def _parser() -> argparse.ArgumentParser:
     from interp import cli_explain
 
     cli_explain.add_parsers(sub)
+    from interp import cli_transcoder
+
+    cli_transcoder.add_parsers(sub)
 
     s = sub.add_parser("app", help="open the dashboard (Streamlit) on the stored runs",
                        description="Serve the Streamlit dashboard: experiments and their claims, attention sinks, circuits, "
