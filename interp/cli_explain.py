@@ -6,10 +6,12 @@
     interp lens MODEL "text" [--tuned] [--token TOK] [--layers embed,10,29] [--out FILE.json]
     interp steer-vector MODEL (--positive FILE --negative FILE | --repo-sentiment N) --layer L --out V.steer
     interp steer MODEL "prompt" (--vector V.steer | --feature SAE_DIR:ID) --alpha A [--layer L] [--clamp]
+    interp graph MODEL "prompt" --transcoders DIR [--target TOK] --out graph.json   attribution graph (circuit-tracer's JSON)
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from interp import InterpError
@@ -72,6 +74,23 @@ def add_parsers(sub) -> None:
     s.add_argument("--backend", default="transformer_lens", choices=["transformer_lens", "nnsight"], help="backend that runs the model")
     s.add_argument("--out", required=True, metavar="FILE", help="where to write the vector (.safetensors with its metadata)")
     s.set_defaults(func=cmd_steer_vector)
+
+    s = sub.add_parser("graph", help="trace a prompt's attribution graph through per-layer transcoders (circuit-tracer's JSON)",
+                       description="The local replacement model of the prompt (attention patterns and norm scales frozen, each "
+                       "MLP replaced by its transcoder plus an error node) and its direct-effect graph, pruned by influence on the "
+                       "logits and written in the JSON that circuit-tracer's frontend and Neuronpedia read.")
+    s.add_argument("model", help="model spec or folder (HF Llama or Gemma-3)")
+    s.add_argument("prompt", help="the text to trace (the model's BOS is added where it needs one)")
+    s.add_argument("--transcoders", required=True, metavar="DIR",
+                   help="a transcoder set (config.yaml + layer_{i}.safetensors), as `interp transcoder train` writes it")
+    s.add_argument("--target", metavar="TOK", help="trace this next token (one token, e.g. \" Paris\"); default: the top logits "
+                   "up to 95%% of the probability, at most 10")
+    s.add_argument("--max-feature-nodes", type=int, default=7500, help="feature nodes visited at most, by influence (default: 7500)")
+    s.add_argument("--node-threshold", type=float, default=0.8, help="share of the logits' influence the kept nodes reach (default: 0.8)")
+    s.add_argument("--edge-threshold", type=float, default=0.98, help="share of the influence the kept edges reach (default: 0.98)")
+    s.add_argument("--batch-size", type=int, default=256, help="targets per backward pass (default: 256)")
+    s.add_argument("--out", required=True, metavar="FILE.json", help="where to write the graph JSON (graph-metadata.json goes beside it)")
+    s.set_defaults(func=cmd_graph)
 
     s = sub.add_parser("steer", help="continue a prompt with and without steering, greedy and sampled, side by side")
     s.add_argument("model", help="model spec or folder")
@@ -251,4 +270,29 @@ def cmd_steer(args) -> int:
         print(f"\n{mode}" + (f" (seed {args.seed}, temperature {args.temperature:g})" if mode == "sampled" else ""))
         for name, c in pair.items():
             print(f"  {name:<10} {args.prompt}|{c.text!r}" + ("  [eos]" if c.stopped == "eos" else ""))
+    return 0
+
+
+def cmd_graph(args) -> int:
+    from interp.circuits import attribute_graph, completeness_score, replacement_score, save_graph
+    from interp.models import load_model
+    from interp.sae.transcoders import load_transcoder_set
+
+    if not args.out.endswith(".json"):
+        raise InterpError(f"--out {args.out} should end in .json: circuit-tracer's frontend serves <slug>.json files.")
+    for name in ("node_threshold", "edge_threshold"):
+        if not 0 < getattr(args, name) <= 1:
+            raise InterpError(f"--{name.replace('_', '-')} is {getattr(args, name)}: choose a share in (0, 1].")
+    transcoders = load_transcoder_set(args.transcoders)
+    model = load_model(args.model, quiet=True)
+    target = single_token(model, args.target, "--target")
+    graph = attribute_graph(model, args.prompt, transcoders, target=target,
+                            max_feature_nodes=args.max_feature_nodes, batch_size=args.batch_size, scan=Path(args.transcoders).name)
+    path = save_graph(graph, args.out, node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)
+    doc = json.loads(path.read_text())
+    print(f"{graph.n_pos} tokens, {len(graph.active_features)} active features ({graph.n_features} traced), {graph.n_logits} "
+          f"logit(s): {', '.join(repr(t) for t in graph.logit_strs)} in {graph.seconds:.1f} s")
+    print(f"replacement score {replacement_score(graph):.3f}, completeness {completeness_score(graph):.3f}; pruned to "
+          f"{len(doc['nodes'])} nodes and {len(doc['links'])} links (node {args.node_threshold}, edge {args.edge_threshold})")
+    print(path)
     return 0

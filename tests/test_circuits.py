@@ -291,3 +291,25 @@ def test_unsupported_models(tmp_path):
         attribute_graph(model, TOKENS, {})
     with pytest.raises(InterpError, match="toy HookedTransformer"):
         attribute_graph(load_model("toy:2l"), TOKENS, {})
+
+
+def test_graph_command_writes_a_pruned_circuit_tracer_json(tmp_path, capsys):
+    """`interp graph` on a saved transcoder set: the JSON's logit node is the --target token, every link joins
+    two listed nodes, and the printed scores are the graph's; bad --out and thresholds are refused first."""
+    from interp.cli import main
+    from interp.sae.transcoders import save_transcoder_set
+
+    folder = make_tiny(tmp_path / "model", "llama")
+    tc_dir = save_transcoder_set(transcoders(load_model(str(folder), quiet=True)), tmp_path / "tc")
+    out = tmp_path / "graphs" / "g.json"
+    assert main(["graph", str(folder), "ab ab a", "--transcoders", str(tc_dir), "--target", "b", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    ids = {n["node_id"] for n in doc["nodes"]}
+    logits = [n for n in doc["nodes"] if n["feature_type"] == "logit"]
+    assert len(logits) == 1 and logits[0]["is_target_logit"] and doc["links"]
+    assert all(link["source"] in ids and link["target"] in ids for link in doc["links"])
+    assert "replacement score" in capsys.readouterr().out
+    assert json.loads((out.parent / "graph-metadata.json").read_text())["graphs"][0]["slug"] == "g"
+    assert main(["graph", str(folder), "ab", "--transcoders", str(tc_dir), "--out", str(tmp_path / "g.txt")]) == 2
+    assert main(["graph", str(folder), "ab", "--transcoders", str(tc_dir), "--node-threshold", "0", "--out", str(out)]) == 2
+    assert "node-threshold" in capsys.readouterr().err
