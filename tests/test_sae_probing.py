@@ -158,3 +158,17 @@ def test_sparse_probing_runs_end_to_end_on_a_tiny_model(tiny):
         assert set(t["sae"]["accuracy"]) == {"1", "2"} and all(0 <= a <= 1 for a in t["sae"]["one_vs_rest"].values())
     assert out["settings"]["hook"] == "blocks.1.hook_resid_post" and out["settings"]["n_per_class"] == 6
     json.dumps(out)
+
+
+def test_a_transcoder_is_probed_on_the_latents_of_its_input_hook(tiny):
+    """A transcoder's features read the MLP input: probing runs the model at that hook, and the suite takes
+    core and probing for transcoders but refuses absorption, whose decoder-vs-probe comparison needs one space."""
+    from interp.sae.suite import evaluate_many
+
+    tc = SAE(SAEConfig(d_in=32, d_sae=64, kind="topk", k=4, transcoder=True, d_out=32, skip=True,
+                       hook_name="blocks.1.ln2.hook_out", hook_name_out="blocks.1.hook_mlp_out"), seed=0)
+    out = sparse_probing(tc, tiny, tasks=["sentiment"], ks=(1, 2), n_per_class=6, max_len=24)
+    assert out["settings"]["hook"] == "blocks.1.ln2.hook_out" and set(out["tasks"]["sentiment"]["sae"]["accuracy"]) == {"1", "2"}
+
+    with pytest.raises(InterpError, match="no absorption score"):  # refused before any store is read
+        evaluate_many({"tc": tc}, None, ["core", "absorption"])

@@ -71,9 +71,11 @@ def evaluate_many(saes: dict[str, SAE], store, suites=("core",), tokens: int = 6
     unless given) runs each text once for all the SAEs. Transcoders: `target`, the paired store of their
     output hook (default: found in `store`'s set)."""
     suites = list(suites)
+    if any(sae.cfg.transcoder for sae in saes.values()) and "absorption" in suites:  # probing reads the latents, which exist for transcoders too
+        raise InterpError("Absorption compares each latent's decoder direction with a first-letter probe in the space the "
+                          "latent reads; a transcoder's decoder writes another hook's space, so it has no absorption score: "
+                          "use --suite core,probing.")
     target = target_store(saes, store, target)
-    if target is not None and suites != ["core"]:
-        raise InterpError(f"Transcoders have the core suite only (asked for {', '.join(suites)}): use --suite core.")
     for name, sae in saes.items():
         if store.d_in != sae.cfg.d_in:
             raise InterpError(f"The store in {store.dir} holds activations of width {store.d_in}, but the SAE {name!r} "
@@ -109,7 +111,7 @@ def evaluate_many(saes: dict[str, SAE], store, suites=("core",), tokens: int = 6
         opts = dict(probing or {})
         ks = opts.pop("ks", None)
         max_len = opts.pop("max_len", 128)
-        acts = task_activations(model, hook, probing_tasks(**opts), max_len=max_len, quiet=quiet)
+        acts = task_activations(model, store.manifest["hook"], probing_tasks(**opts), max_len=max_len, quiet=quiet)  # latents' input
         shared = time.perf_counter() - t0
         for name, sae in saes.items():
             t1 = time.perf_counter()
