@@ -45,6 +45,11 @@ Differences from circuit-tracer: position 0 (BOS) keeps its features and error (
 which leaves its graph incomplete at position 0); a layer with no transcoder is one error node per position
 (its whole MLP output); the prompt is used as given (no BOS is prepended unless the model needs one).
 Supported: HF Llama (SmolLM2) and Gemma-3, in float32. Pruning, scores and the JSON: `interp.circuits_prune`.
+
+Measured (CPU, one torch thread): SmolLM2-135M, 10 tokens, 30 random skip transcoders (d_sae 4608, k 32):
+9,600 active features, 7,500 kept, 10 logits: 33 s (backward passes ~26 s, feature ranking ~3 s); prune 5 s.
+On SmolLM2 and Gemma-3-270m the replacement model's logits match the real ones to 2e-5 (logits up to 27)
+and values = Σ edges + bias to 8e-6, every feature kept.
 """
 
 from __future__ import annotations
