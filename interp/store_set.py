@@ -45,7 +45,7 @@ from torch import Tensor
 
 from interp import InterpError
 from interp.fsutil import write_json
-from interp.store import Store, aligned_batches, open_store
+from interp.store import _UNRECORDED, Store, aligned_batches, open_store
 
 SET_FORMAT = "interp-store-set/1"
 SET_FILE = "set.json"
@@ -54,7 +54,7 @@ SET_SHARD_BYTES = 1 << 30  # a shard of every hook of a set, in the storage dtyp
 # its output. On Gemma-2/3 hook_mlp_out comes after the post-MLP norm (ln2_post), as Gemma Scope's transcoders
 # take it; the MLP's own output there is blocks.*.mlp.hook_out. On Llama-like models (SmolLM2) the two agree.
 TRANSCODER_HOOKS = "blocks.*.ln2.hook_out,blocks.*.hook_mlp_out"
-PAIRED = ("model", "n_tokens", "ctx_len", "keep_first", "bos", "seed")  # manifest fields two paired stores share
+PAIRED = ("model", "model_dtype", "n_tokens", "ctx_len", "keep_first", "bos", "seed")  # manifest fields two paired stores share
 
 
 # ------------------------------------------------------------------------------------- hook names
@@ -180,8 +180,9 @@ def open_store_set(path: str | Path, verify: bool = True) -> StoreSet:
 
 def check_pairable(x: Store, y: Store) -> None:
     """An InterpError saying what differs unless row r of `x` and of `y` come from the same token of the
-    same sequences: same model, token sequences (sha256), n_tokens, ctx_len, keep_first, bos, seed and shards."""
-    mx, my = x.manifest, y.manifest
+    same sequences, computed alike: same model and forward dtype, token sequences (sha256), n_tokens, ctx_len,
+    keep_first, bos, seed and shards."""
+    mx, my = ({**_UNRECORDED, **m} for m in (x.manifest, y.manifest))  # a store that predates model_dtype ran float32
     diff = [f"{k}: {mx.get(k)!r} vs {my.get(k)!r}" for k in PAIRED if mx.get(k) != my.get(k)]
     tx, ty = (m["tokens"] and m["tokens"]["sha256"] for m in (mx, my))
     if tx != ty:

@@ -101,6 +101,12 @@ def test_unpairable_stores_are_refused_saying_what_differs(toy, singles, tmp_pat
     synthetic = _id_store(tmp_path / "ids", 8, "float16", n=1500)
     with pytest.raises(InterpError, match="model: 'toy:2l' vs 'synthetic'"):
         paired_batches(x, synthetic, 64)
+    import json, shutil  # the same tokens from a bfloat16 forward: other numbers, so no pair
+    shutil.copytree(x.dir, tmp_path / "bf16")
+    manifest = json.loads((tmp_path / "bf16" / "manifest.json").read_text())
+    (tmp_path / "bf16" / "manifest.json").write_text(json.dumps({**manifest, "model_dtype": "bfloat16"}))
+    with pytest.raises(InterpError, match="model_dtype: 'float32' vs 'bfloat16'"):
+        paired_batches(x, open_store(tmp_path / "bf16"), 64)
 
 
 # ------------------------------------------------------------------------------------------- sets
