@@ -95,13 +95,19 @@ def _read_manifest(folder: Path) -> dict | None:
                 "there: choose a new or empty folder for the store."
             )
         return None
+    return read_formatted(path, FORMAT, "activation-store manifest")
+
+
+def read_formatted(path: Path, fmt: str, what: str) -> dict:
+    """A JSON index whose "format" must be `fmt` (a store's manifest, a store set's set.json); damage is an
+    InterpError naming the file and what to do."""
     try:
-        manifest = json.loads(path.read_text())
+        doc = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise InterpError(f"{path} is not valid JSON ({e}): the store's manifest is damaged; delete the folder and cache again.") from e
-    if manifest.get("format") != FORMAT:
-        raise InterpError(f"{path} is not an interp activation-store manifest (format {manifest.get('format')!r}, expected {FORMAT!r}).")
-    return manifest
+        raise InterpError(f"{path} is not valid JSON ({e}): the interp {what} is damaged; delete the folder and cache again.") from e
+    if doc.get("format") != fmt:
+        raise InterpError(f"{path} is not an interp {what} (format {doc.get('format')!r}, expected {fmt!r}).")
+    return doc
 
 
 def _check_same(folder: Path, manifest: dict, header: dict) -> None:

@@ -35,7 +35,6 @@ activations of the same tokens. It refuses stores that are not rows of the same 
 from __future__ import annotations
 
 import difflib
-import json
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -45,7 +44,7 @@ from torch import Tensor
 
 from interp import InterpError
 from interp.fsutil import write_json
-from interp.store import _UNRECORDED, Store, aligned_batches, open_store
+from interp.store import _UNRECORDED, Store, aligned_batches, open_store, read_formatted
 
 SET_FORMAT = "interp-store-set/1"
 SET_FILE = "set.json"
@@ -120,13 +119,7 @@ def read_set(folder: Path) -> dict | None:
     path = Path(folder) / SET_FILE
     if not path.exists():
         return None
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise InterpError(f"{path} is not valid JSON ({e}): the store set's index is damaged; delete the folder and cache again.") from e
-    if manifest.get("format") != SET_FORMAT:
-        raise InterpError(f"{path} is not an interp store-set index (format {manifest.get('format')!r}, expected {SET_FORMAT!r}).")
-    return manifest
+    return read_formatted(path, SET_FORMAT, "store-set index")
 
 
 def write_set(folder: Path, request: list[str], hooks: list[str], header: dict) -> None:
