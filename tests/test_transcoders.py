@@ -226,7 +226,7 @@ def test_circuit_tracer_transcoder_set_fields_and_exact_round_trip(two_layers, t
                 assert torch.allclose(theirs, sae(x), atol=1e-4), (kind, i)
             mine = back[i].state_dict()
             assert mine.keys() == sae.state_dict().keys() and all(torch.equal(v, sae.state_dict()[k]) for k, v in mine.items())
-            assert back[i].cfg == sae.cfg and back[i].max_norm_out == sae.max_norm_out
+            assert back[i].cfg == sae.cfg and back[i].cfg.max_norm_out == sae.cfg.max_norm_out
         saes[kind] = back
     # one layer that is not layer 0: no `transcoders` list (circuit-tracer would read it as layer 0), the layer kept
     save_transcoder_set({1: saes["topk"][1]}, tmp_path / "one")
@@ -250,7 +250,7 @@ def test_sae_lens_loads_our_transcoders_and_reconstructs_as_we_do(tmp_path, kind
         if kind != "relu":  # the batch rules' JumpReLU thresholds (a ReLU transcoder has none)
             sae.threshold.uniform_(0.1, 0.5)
         sae.density.uniform_(0, 0.2)
-    sae.max_norm_out = 3.5
+    sae.cfg.max_norm_out = 3.5
     save_sae(sae.eval(), tmp_path / "t")
     theirs = sae_lens.SAE.load_from_disk(str(tmp_path / "t"))
     assert type(theirs).__name__ == arch and theirs.cfg.d_out == 12 and theirs.cfg.metadata.hook_name_out == "blocks.0.hook_mlp_out"
@@ -259,7 +259,7 @@ def test_sae_lens_loads_our_transcoders_and_reconstructs_as_we_do(tmp_path, kind
         want = sae(x)
         assert torch.allclose(theirs(x), want, atol=1e-4)
         back = load_sae(tmp_path / "t")
-        assert torch.equal(back(x), want) and back.max_norm_out == 3.5 and back.cfg == sae.cfg
+        assert torch.equal(back(x), want) and back.cfg.max_norm_out == 3.5 and back.cfg == sae.cfg
     assert all(torch.equal(v, sae.state_dict()[k]) for k, v in back.state_dict().items())  # b_in, b_enc exact
 
 

@@ -63,7 +63,7 @@ def exact_extras(sae: SAE) -> dict[str, torch.Tensor]:
     return {k: v.detach().float().cpu().contiguous() for k, v in out.items()}
 
 
-def from_tensors(cfg: SAEConfig, tensors: dict, extras: dict | None = None, max_norm_out: float = 0.0, where: str = "") -> SAE:
+def from_tensors(cfg: SAEConfig, tensors: dict, extras: dict | None = None, where: str = "") -> SAE:
     """An SAE (eval mode) from `folded`-style tensors (W_enc [d_sae, d_in]) and, when present, `exact_extras`.
     Shapes are checked against `cfg`; `where` names the file for the message."""
     d_in, d_sae, d_out = cfg.d_in, cfg.d_sae, cfg.width_out
@@ -78,7 +78,6 @@ def from_tensors(cfg: SAEConfig, tensors: dict, extras: dict | None = None, max_
             raise InterpError(f"{where}: {k} has shape {tuple(tensors[k].shape)}, but the config's d_in = {d_in}, d_sae = {d_sae}, "
                               f"d_out = {d_out} want {shapes[k]}. The config and weights come from different SAEs.")
     sae = SAE(cfg)
-    sae.max_norm_out = max_norm_out
     extras = extras or {}
     with torch.no_grad():
         for k in need:
@@ -106,7 +105,7 @@ def save_sae(sae: SAE, folder: str | Path, extra: dict | None = None) -> Path:
     if c.transcoder:
         cfg["d_out"] = c.width_out
         cfg["metadata"]["hook_name_out"] = c.hook_name_out
-        cfg["interp"] |= {"transcoder": True, "skip": c.skip, "max_norm_out": getattr(sae, "max_norm_out", 0.0)}
+        cfg["interp"] |= {"transcoder": True, "skip": c.skip, "max_norm_out": c.max_norm_out}
     tensors = folded(sae)
     tensors["W_enc"] = tensors["W_enc"].T.contiguous()  # SAELens: [d_in, d_sae]
     with atomic_dir(folder) as tmp:
@@ -153,7 +152,8 @@ def load_sae(folder: str | Path, device: str = "cpu") -> SAE:
                         fc_capacity=ours.get("fc_capacity", "uniform"), max_norm=ours.get("max_norm", 0.0),
                         model_name=meta.get("model_name", "") or "", hook_name=meta.get("hook_name", "") or "",
                         transcoder=transcoder, d_out=int(cfg["d_out"]) if transcoder else 0, skip="skip_" in arch,
-                        hook_name_out=(meta.get("hook_name_out", "") or "") if transcoder else "")
+                        hook_name_out=(meta.get("hook_name_out", "") or "") if transcoder else "",
+                        max_norm_out=ours.get("max_norm_out", 0.0) if transcoder else 0.0)
     if "W_enc" in tensors:
         tensors["W_enc"] = tensors["W_enc"].T  # SAELens: [d_in, d_sae]
     extras = {}
@@ -164,5 +164,5 @@ def load_sae(folder: str | Path, device: str = "cpu") -> SAE:
             extras["density"] = (10 ** log_density.double() - 1e-10).clamp(min=0).float()
     if transcoder and (folder / "interp.safetensors").exists():
         extras |= load_file(str(folder / "interp.safetensors"))  # exact: b_in, the unfolded b_enc, the density
-    sae = from_tensors(sae_cfg, tensors, extras, ours.get("max_norm_out", 0.0), where=str(w_path))
+    sae = from_tensors(sae_cfg, tensors, extras, where=str(w_path))
     return sae.to(device).eval()

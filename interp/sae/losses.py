@@ -32,7 +32,7 @@ from interp.sae.rules import select_topk
 def outliers(sae: SAE, x: Tensor, y: Tensor | None = None, none_if_none: bool = False) -> Tensor | None:
     """bool [batch]: rows left out of training and evaluation, the input's norm above max_norm or (transcoders)
     the target's above max_norm_out. With `none_if_none`, None when the SAE has no cut (no work, no sync)."""
-    cuts = [(v, c) for v, c in ((x, sae.cfg.max_norm), (y, getattr(sae, "max_norm_out", 0.0))) if v is not None and c]
+    cuts = [(v, c) for v, c in ((x, sae.cfg.max_norm), (y, sae.cfg.max_norm_out)) if v is not None and c]
     if not cuts:
         return None if none_if_none else torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     out = None

@@ -89,6 +89,8 @@ class SAEConfig:
     """Transcoders: the hook reconstructed (metadata for the file formats)."""
     skip: bool = False
     """Transcoders: add a linear skip path x @ W_skip.T beside the sparse one (skip transcoders)."""
+    max_norm_out: float = 0.0
+    """Transcoders: targets with a larger norm are outliers it was not trained on (0: none)."""
 
     @property
     def width_out(self) -> int:

@@ -278,10 +278,9 @@ def build(cfg: SAETrainConfig, store, d: Dist | None = None, target=None) -> tup
     sae_cfg = SAEConfig(d_in=store.d_in, d_sae=cfg.expansion * store.d_in, kind=cfg.kind, k=cfg.k, fc_capacity=cfg.fc_capacity,
                         threshold_lr=cfg.threshold_lr, model_name=m["model"], hook_name=m["hook"], max_norm=max_norm,
                         transcoder=target is not None, d_out=target.d_in if target else 0, skip=bool(target and cfg.skip),
-                        hook_name_out=target.manifest["hook"] if target else "")
+                        hook_name_out=target.manifest["hook"] if target else "", max_norm_out=max_norm_out)
     sae_cfg.check()
     sae = SAE(sae_cfg, seed=cfg.seed).to(cfg.device)
-    sae.max_norm_out = max_norm_out  # a transcoder's target outliers (the config has no field for it; files keep it)
     sae.compute_dtype = resolve_dtype(cfg.dtype, cfg.device)[0]
     with torch.no_grad():
         sae.b_dec.copy_(y_mean.to(cfg.device))

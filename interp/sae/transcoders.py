@@ -168,7 +168,7 @@ def save_transcoder_set(saes: dict[int, SAE], folder: str | Path, input_hook: st
                         "kind": first.kind, "k": first.k, "d_in": first.d_in, "d_sae": first.d_sae, "d_out": first.width_out,
                         "skip": first.skip, "threshold_lr": first.threshold_lr, "fc_capacity": first.fc_capacity,
                         "max_norm": {i: saes[i].cfg.max_norm for i in layers},
-                        "max_norm_out": {i: getattr(saes[i], "max_norm_out", 0.0) for i in layers}}
+                        "max_norm_out": {i: saes[i].cfg.max_norm_out for i in layers}}
     extras = {}
     with atomic_dir(folder) as tmp:
         for i in layers:
@@ -213,10 +213,10 @@ def load_transcoder_set(folder: str | Path, device: str = "cpu") -> dict[int, SA
         cfg = SAEConfig(d_in=d_model, d_sae=d_sae, kind=kind, k=int(config.get("k", ours.get("k", 32))), transcoder=True,
                         d_out=d_model, skip="W_skip" in t, threshold_lr=ours.get("threshold_lr", 0.01),
                         fc_capacity=ours.get("fc_capacity", "uniform"), model_name=ours.get("model_name", ""),
-                        max_norm=ours.get("max_norm", {}).get(i, 0.0),
+                        max_norm=ours.get("max_norm", {}).get(i, 0.0), max_norm_out=ours.get("max_norm_out", {}).get(i, 0.0),
                         hook_name=ours.get("input_hook", f"blocks.{{i}}.{ins}").format(i=i),
                         hook_name_out=ours.get("output_hook", f"blocks.{{i}}.{outs}").format(i=i))
         mine = {k.split(".", 1)[1]: v for k, v in extras.items() if k.startswith(f"layer_{i}.")}
-        out[i] = from_tensors(cfg, t, mine, ours.get("max_norm_out", {}).get(i, 0.0), where=str(folder / f"layer_{i}.safetensors"))
+        out[i] = from_tensors(cfg, t, mine, where=str(folder / f"layer_{i}.safetensors"))
         out[i].to(device)
     return out
