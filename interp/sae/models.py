@@ -259,8 +259,12 @@ class SAE(nn.Module):
         return (x - self.b_center) @ self.W_enc.T + self.b_enc
 
     def skip_out(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_out"] | float:
-        """The skip path x @ W_skip.T (float32), or 0.0 without one."""
-        return x.float() @ self.W_skip.T if self.W_skip is not None else 0.0
+        """The skip path x @ W_skip.T, a dense matmul in `compute_dtype` like the encoder's (returned in float32;
+        W_skip's gradient is float32, on the master weights), or 0.0 without one."""
+        if self.W_skip is None:
+            return 0.0
+        dt = self.compute_dtype
+        return F.linear(x.to(dt), self.W_skip.to(dt)).float()
 
     def encode(self, x: Float[Tensor, "batch d_in"], gather=None, skip: Tensor | None = None,
                plan: FCPlan | None = None) -> Codes:
