@@ -505,4 +505,5 @@ def attribute_graph(model: Model, prompt: str | Sequence[int] | Tensor, transcod
                  [decode(t) for t in ids], probs, A, values, consts, model.spec, scan, time.perf_counter() - t0)
 
 
-from interp.circuits_prune import completeness_score, graph_json, prune, replacement_score, save_graph  # noqa: E402,F401
+from interp.circuits_prune import (completeness_score, graph_json, load_graph, prune, replacement_score,  # noqa: E402,F401
+                                  save_graph)

@@ -27,6 +27,7 @@ knows, so the frontend's feature links and feature examples stay empty; `run_idx
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -212,9 +213,10 @@ def graph_json(graph: Graph, slug: str = "graph", scan: str | None = None, node_
 
 
 def save_graph(graph: Graph, path: str | Path, slug: str | None = None, scan: str | None = None,
-               node_threshold: float = 0.8, edge_threshold: float = 0.98) -> Path:
+               node_threshold: float = 0.8, edge_threshold: float = 0.98, full: bool = True) -> Path:
     """Write `graph_json` to `path` (slug: its file name without .json) and add its metadata to
-    graph-metadata.json beside it, as circuit-tracer's `create_graph_files` does for its frontend."""
+    graph-metadata.json beside it, as circuit-tracer's `create_graph_files` does for its frontend. With
+    `full`, the unpruned graph goes beside it as `<slug>.pt` (`load_graph`)."""
     path = Path(path)
     if path.suffix != ".json":
         raise InterpError(f"{path} should end in .json: circuit-tracer's frontend serves <slug>.json files.")
@@ -225,4 +227,22 @@ def save_graph(graph: Graph, path: str | Path, slug: str | None = None, scan: st
     meta = json.loads(index.read_text()) if index.exists() else {"graphs": []}
     meta["graphs"] = [g for g in meta["graphs"] if g["slug"] != doc["metadata"]["slug"]] + [doc["metadata"]]
     index.write_text(json.dumps(meta, indent=2))
+    if full:
+        torch.save({f.name: getattr(graph, f.name) for f in fields(graph)}, path.with_suffix(".pt"))
     return path
+
+
+def load_graph(path: str | Path) -> Graph:
+    """The whole graph `save_graph(..., full=True)` kept beside its JSON (`<slug>.pt`; the JSON's path is
+    accepted too), unpruned, so it can be pruned again at other thresholds."""
+    from interp.circuits import Graph
+
+    path = Path(path).with_suffix(".pt")
+    if not path.is_file():
+        raise InterpError(f"No full graph at {path}: `save_graph(graph, ..., full=True)` (or `interp graph ... --out`) "
+                          f"writes it beside the JSON; the JSON alone holds only the pruned graph.")
+    data = torch.load(path, weights_only=True)
+    missing = {f.name for f in fields(Graph)} - set(data)
+    if missing:
+        raise InterpError(f"{path} is not a full graph written by save_graph: it lacks {sorted(missing)}.")
+    return Graph(**data)

@@ -225,29 +225,50 @@ def _sae_hook(model: Model, sae, hook: str | None, layer: int | None) -> str:
 
 
 def feature_steering(model: Model, sae, feature: int, alpha: float | None = None, value: float | None = None,
-                     hook: str | None = None, layer: int | None = None, start: int = 0) -> dict[str, Callable[[Tensor], Tensor]]:
+                     hook: str | None = None, layer: int | None = None, start: int = 0,
+                     position: int | None = None) -> dict[str, Callable[[Tensor], Tensor]]:
     """`{hook: patch}` for SAE feature `feature`, at the SAE's hook (`sae.cfg.hook_name`, or `hook`):
     `alpha` adds α · W_dec[feature]; `value` clamps the feature to that activation (error term kept).
-    Positions from `start` on. `layer`, when given, must be the SAE's own layer."""
+    Positions from `start` on, or only `position`. `layer`, when given, must be the SAE's own layer.
+    A transcoder reads its input hook and writes at its output hook (`cfg.hook_name_out`): the feature is
+    encoded from the input and its change, (value − z) · W_dec, is added to the output."""
     if (alpha is None) == (value is None):
         raise InterpError("Give exactly one of alpha (add α · the feature's decoder row) or value (clamp the feature).")
     d_sae = sae.cfg.d_sae
     if not 0 <= feature < d_sae:
         raise InterpError(f"Unknown feature {feature}: this SAE has features 0..{d_sae - 1}.")
+    if position is not None and position < 0:
+        raise InterpError(f"position = {position}: steer at a position ≥ 0.")
     hook = _sae_hook(model, sae, hook, layer)
-    w_dec = sae.W_dec.detach()[feature]  # [d_in]
+    out_hook = sae.cfg.hook_name_out if sae.cfg.transcoder else hook
+    if sae.cfg.transcoder:
+        _check_width(model, out_hook, sae.cfg.width_out, f"The transcoder's output (d_out = {sae.cfg.width_out})")
+    where = slice(start, None) if position is None else slice(position, position + 1)
+    w_dec = sae.W_dec.detach()[feature]  # [d_out]
     if alpha is not None:
-        return {hook: add_direction(w_dec, alpha, start)}
+        return {out_hook: add_direction(w_dec, alpha, start) if position is None else _add_at(w_dec * alpha, where)}
+    seen: list[Tensor] = []  # a transcoder's input of this forward
 
-    def clamp(act: Float[Tensor, "batch pos d_model"]) -> Tensor:
-        x = act[:, start:].float()  # [batch, pos', d]
+    def clamp(act: Float[Tensor, "batch pos d_out"]) -> Tensor:
+        x = (seen.pop() if seen else act)[:, where].float()  # [batch, pos', d_in]
         z = sae.dense_encode(x.reshape(-1, x.shape[-1]).to(sae.W_dec.device))[:, feature]  # [batch·pos']
-        delta = (value - z).view(*x.shape[:-1], 1).to(x.device)  # [batch, pos', 1]
+        delta = (value - z).view(*x.shape[:-1], 1).to(act.device)  # [batch, pos', 1]
         out = act.clone()
-        out[:, start:] = (x + delta * w_dec.to(x)).to(act.dtype)
+        out[:, where] = (act[:, where].float() + delta * w_dec.to(act.device)).to(act.dtype)
         return out
 
-    return {hook: clamp}
+    if not sae.cfg.transcoder:
+        return {hook: clamp}
+    return {hook: lambda act: seen.append(act) or act, out_hook: clamp}
+
+
+def _add_at(vec: Float[Tensor, " d"], where: slice) -> Callable[[Tensor], Tensor]:
+    def add(act: Tensor) -> Tensor:
+        out = act.clone()
+        out[:, where] = out[:, where] + vec.to(act)
+        return out
+
+    return add
 
 
 def sae_error(sae, x: Float[Tensor, "n d_in"]) -> Float[Tensor, "n d_in"]:

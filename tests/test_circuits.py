@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from interp import InterpError
-from interp.circuits import (attribute_graph, completeness_score, graph_json, prune, record, replacement_forward,
-                             replacement_score, save_graph)
+from interp.circuits import (attribute_graph, completeness_score, graph_json, load_graph, prune, record,
+                             replacement_forward, replacement_score, save_graph)
 from interp.circuits_prune import normalize
 from interp.models import load_model
 from interp.sae.models import SAE, SAEConfig
@@ -242,6 +242,19 @@ def test_json_has_circuit_tracers_fields(llama_graph, tmp_path):
     index = json.loads((tmp_path / "graph-metadata.json").read_text())
     assert [m["slug"] for m in index["graphs"]] == ["tiny"]
     assert graph_json(llama_graph, "again")["metadata"]["slug"] == "again"
+
+
+def test_the_full_graph_round_trips_beside_its_json(llama_graph, tmp_path):
+    path = save_graph(llama_graph, tmp_path / "tiny.json")
+    back = load_graph(path)
+    for f in ("tokens", "active_features", "activation_values", "selected_features", "logit_tokens",
+              "logit_probabilities", "adjacency_matrix", "values", "bias"):
+        assert torch.equal(getattr(back, f), getattr(llama_graph, f)), f
+    assert back.token_strs == llama_graph.token_strs and back.prompt == llama_graph.prompt
+    assert graph_json(back, "tiny", node_threshold=0.5) == graph_json(llama_graph, "tiny", node_threshold=0.5)
+    save_graph(llama_graph, tmp_path / "json_only.json", full=False)
+    with pytest.raises(InterpError, match="No full graph.*pruned graph"):
+        load_graph(tmp_path / "json_only.json")
 
 
 # ------------------------------------------------------------------------------------------ (f) bad input

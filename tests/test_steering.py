@@ -141,6 +141,29 @@ def test_adding_a_feature_adds_its_decoder_row(llama):
     torch.testing.assert_close(acts[hook], x - 1.5 * sae.W_dec[5].detach(), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["transformer_lens", "nnsight"])
+def test_clamping_a_transcoder_feature_reads_its_input_and_writes_its_output_at_one_position(llama, backend):
+    d = llama.info.d_model
+    tc = SAE(SAEConfig(d_in=d, d_sae=16, k=4, transcoder=True, d_out=d, skip=True,
+                       hook_name="blocks.1.ln2.hook_out", hook_name_out="blocks.1.hook_mlp_out"), seed=3)
+    tokens = torch.tensor([llama.prompt("clamp a transcoder")])
+    names = [tc.cfg.hook_name, tc.cfg.hook_name_out]
+    clean = capture(llama, tokens, names)
+    x, y = clean[names[0]][0], clean[names[1]][0]  # [pos, d]
+    z = tc.dense_encode(x)[:, 2].detach()
+    _, acts = run(llama, tokens, capture=names, backend=backend,
+                  patch=S.feature_steering(llama, tc, 2, value=3.0, position=1))
+    want = y.clone()
+    want[1] += (3.0 - z[1]) * tc.W_dec[2].detach()
+    torch.testing.assert_close(acts[names[1]][0], want, atol=1e-5, rtol=1e-5)  # position 1 only, the input read
+    _, acts = run(llama, tokens, capture=names, patch=S.feature_steering(llama, tc, 2, alpha=2.0, position=0))
+    want = y.clone()
+    want[0] += 2.0 * tc.W_dec[2].detach()
+    torch.testing.assert_close(acts[names[1]][0], want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(InterpError, match="position"):
+        S.feature_steering(llama, tc, 2, value=1.0, position=-1)
+
+
 def test_greedy_is_deterministic_sampling_reproducible_and_eos_stops(llama, monkeypatch):
     v = S.caa_vector(llama, POS, NEG, layer=1)
     patch = S.steer(llama, v, 50.0)
