@@ -201,6 +201,21 @@ def test_pruning_keeps_logits_and_is_monotone(llama_graph):
     assert 0 < p.node_mask.sum() < len(p.node_mask)
 
 
+def test_threshold_sorting_only_positive_scores_is_circuit_tracers(llama_graph):
+    from interp.circuits_prune import edge_influence, find_threshold, logit_weights
+
+    def full_sort(scores, t):  # circuit-tracer's find_threshold
+        s = scores.flatten().sort(descending=True).values
+        return s[min(int(torch.searchsorted(s.cumsum(0) / s.sum(), t)), len(s) - 1)]
+
+    g = torch.Generator().manual_seed(0)
+    sparse = torch.rand(5000, generator=g) * (torch.rand(5000, generator=g) < 0.05)
+    edges = edge_influence(llama_graph.adjacency_matrix, logit_weights(llama_graph))
+    for scores in (sparse, edges, torch.rand(300, generator=g), torch.zeros(10)):
+        for t in (0.0, 0.3, 0.8, 0.98, 0.999999, 1.0):
+            assert find_threshold(scores, t) == full_sort(scores, t), (t, scores.shape)
+
+
 def test_scores(llama_graph):
     r, c = replacement_score(llama_graph), completeness_score(llama_graph)
     assert 0 < r < 1 and 0 < c < 1
