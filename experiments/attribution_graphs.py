@@ -63,7 +63,7 @@ PROMPTS = [  # (category, prompt, answer)
     ("capitals", "The capital of Italy is the city of", " Rome"),
     ("capitals", "The capital of Japan is the city of", " Tokyo"),
     ("induction", "The code word is purple lantern seven. The code word is purple lantern", " seven"),
-    ("induction", "Her cat is named Ziggy Marble. Every day, Ziggy", " Marble"),
+    ("induction", "Her cat is named Ziggy Pepper. Every day, Ziggy", " Pepper"),
     ("code", "def add(a, b):\n    return a +", " b"),
     ("code", "for i in range(10):\n    print(", "i"),
     ("code", "import numpy as np\nx = np.", "array"),
@@ -234,8 +234,8 @@ def one_prompt(model: Model, tcs: dict, p: dict, cfg: Config, run_dir: Run, slug
 
 def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
     model = load_model(cfg.model, quiet=quiet)
+    items = prompts(model, cfg.prompts)  # before training: a bad prompt must not cost the hour the set takes
     tcs, seqs, set_dir = transcoder_set(cfg, model, run_dir, quiet)
-    items = prompts(model, cfg.prompts)
     state = run_dir.resume() or {"done": [], "quality": None}
     done = list(state["done"])
     for i, p in enumerate(items):

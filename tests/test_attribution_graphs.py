@@ -94,3 +94,16 @@ def test_bad_input_errors(sets, message, tiny_llama_dir, runs_dir, capsys):
         args += ["--set", s]
     assert main(args) != 0
     assert message in capsys.readouterr().err
+
+
+def test_every_built_in_answer_is_one_token_and_a_split_one_fails_before_training(tiny_llama_dir, runs_dir, capsys,
+                                                                                    monkeypatch):
+    import experiments.attribution_graphs as ag
+    from interp.models import load_model
+
+    model = load_model(str(tiny_llama_dir), quiet=True)  # SmolLM2's tokenizer
+    assert len(ag.prompts(model, len(ag.PROMPTS))) == len(ag.PROMPTS)
+    monkeypatch.setattr(ag, "PROMPTS", [("induction", "Her cat is named Ziggy Marble. Every day, Ziggy", " Marble")])
+    monkeypatch.setattr(ag, "transcoder_set", lambda *a: pytest.fail("trained before checking the prompts"))
+    assert main([*QUICK, "--set", f"model={tiny_llama_dir}", "--set", "prompts=1"]) != 0
+    assert "into 2 tokens" in capsys.readouterr().err

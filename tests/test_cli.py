@@ -12,7 +12,7 @@ from interp.runs import list_runs
 def test_console_script_lists_experiments():
     out = subprocess.run([Path(sys.executable).parent / "interp", "list"], capture_output=True, text=True, check=True).stdout
     names = [line.split()[0] for line in out.splitlines() if not line.startswith(" ")]
-    assert names == ["attribution_patching", "bigram_backcopy", "bigram_subnetworks", "extreme_tokens", "function_tokens",
+    assert names == ["attribution_graphs", "attribution_patching", "bigram_backcopy", "bigram_subnetworks", "extreme_tokens", "function_tokens",
                      "icl_classification", "lenses", "sae_variants", "scan_snap", "sinks", "steering", "streaming",
                      "zerotuning"] and "Sink_1^0.3" in out
 
