@@ -33,7 +33,8 @@ def test_quick_run_asserts_exactness_and_reports_the_other_checks(first_run):
     assert [c["name"] for c in results["unasserted_claims"]] == ["faithfulness (attention frozen)",
                                                                  "steering through the graph"]
     notes = {o["name"] for o in results["observations"]}
-    assert {"replacement score", "completeness score", "faithfulness (attention live)"} <= notes
+    assert {"replacement score", "completeness score", "faithfulness (attention live)",
+            "faithfulness (attention and norms frozen)"} <= notes
     assert [p["category"] for p in results["prompts"]] == ["ioi", "capitals", "induction", "code"]
     # check 2: every layer count and all layers, on held-out rows of the set (the last `holdout` tokens)
     assert [q["layers"] for q in results["replacement_quality"]] == [1, 2]
@@ -43,7 +44,7 @@ def test_quick_run_asserts_exactness_and_reports_the_other_checks(first_run):
         assert 0 <= p["replacement_score"] <= 1 and 0 <= p["completeness_score"] <= 1
         assert p["completeness_score"] >= p["replacement_score"] - 1e-9  # errors only lower replacement
         f = p["faithfulness"]
-        assert len(f["predicted"]) == len(f["frozen"]) == len(f["live"]) == len(f["features"]) == 10
+        assert len(f["predicted"]) == len(f["frozen"]) == len(f["live"]) == len(f["norms_frozen"]) == len(f["features"]) == 10
         # the graph's predictions are sorted by |effect| and differ from what was measured (a real check)
         assert sorted(map(abs, f["predicted"]), reverse=True) == [abs(x) for x in f["predicted"]]
         s = p["steering"]
