@@ -124,9 +124,15 @@ def prune(graph: Graph, node_threshold: float = 0.8, edge_threshold: float = 0.9
     node_inf = node_influence(graph) if node_inf is None else node_inf
     node_mask = node_inf >= find_threshold(node_inf, node_threshold)
     node_mask[-n_fixed:] = True
-    kept = A * node_mask[:, None] * node_mask[None, :]
-    scores = edge_influence(kept, w)
-    edge_mask = scores >= find_threshold(scores, edge_threshold)
+    # edges among the kept nodes only (every other edge scores 0): the same scores on a matrix a few times smaller
+    idx = node_mask.nonzero().flatten()
+    scores = edge_influence(A[idx][:, idx], w[idx])
+    cut = find_threshold(scores, edge_threshold)
+    if cut <= 0:  # the share is reached only with the zero scores: every edge is kept, as on the full matrix
+        edge_mask = torch.ones_like(A, dtype=torch.bool)
+    else:
+        edge_mask = torch.zeros_like(A, dtype=torch.bool)
+        edge_mask[idx[:, None], idx[None, :]] = scores >= cut
     while True:  # features and errors need an outgoing edge, features an incoming one
         old = node_mask.clone()
         node_mask[:-n_fixed] &= edge_mask[:, :-n_fixed].any(0)
@@ -141,22 +147,24 @@ def prune(graph: Graph, node_threshold: float = 0.8, edge_threshold: float = 0.9
     return Pruned(node_mask, edge_mask, cumulative)
 
 
-def replacement_score(graph: Graph) -> float:
-    """The tokens' share of the influence that reaches the logits from tokens and errors."""
-    inf = node_influence(graph)
+def replacement_score(graph: Graph, node_inf: Tensor | None = None) -> float:
+    """The tokens' share of the influence that reaches the logits from tokens and errors (`node_inf`: the
+    graph's `node_influence`, when already computed)."""
+    inf = node_influence(graph) if node_inf is None else node_inf
     e0 = graph.n_features
     e1 = e0 + graph.n_layers * graph.n_pos
     tokens, errors = inf[e1:e1 + graph.n_pos].sum(), inf[e0:e1].sum()
     return float(tokens / (tokens + errors))
 
 
-def completeness_score(graph: Graph) -> float:
+def completeness_score(graph: Graph, node_inf: Tensor | None = None) -> float:
     """The influence-weighted share of each node's normalised inputs that is not from error nodes."""
-    A_hat, w = normalize(graph.adjacency_matrix), logit_weights(graph)
+    A, w = graph.adjacency_matrix, logit_weights(graph)
     e0 = graph.n_features
     e1 = e0 + graph.n_layers * graph.n_pos
-    non_error = 1 - A_hat[:, e0:e1].sum(-1)
-    weight = influence(A_hat, w) + w
+    a = A.abs()
+    non_error = 1 - a[:, e0:e1].sum(-1) / a.sum(-1).clamp(min=1e-10)  # Â's error columns, without forming Â
+    weight = (node_influence(graph) if node_inf is None else node_inf) + w
     return float((non_error * weight).sum() / weight.sum())
 
 

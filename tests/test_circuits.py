@@ -201,6 +201,24 @@ def test_pruning_keeps_logits_and_is_monotone(llama_graph):
     assert 0 < p.node_mask.sum() < len(p.node_mask)
 
 
+def test_edges_scored_among_kept_nodes_prune_as_the_full_matrix(llama_graph):
+    from interp.circuits_prune import edge_influence, find_threshold, logit_weights, node_influence
+
+    g, inf = llama_graph, node_influence(llama_graph)
+    A, w, n_fixed = g.adjacency_matrix, logit_weights(g), g.n_logits + g.n_pos
+    for nt in (0.3, 0.8, 1.0):
+        for et in (0.5, 0.9, 0.98):  # (at exactly 1.0 the cut is the last edge reached within float rounding:
+            # which one depends on the order the scores are summed, in circuit-tracer as here)
+            keep = inf >= find_threshold(inf, nt)
+            keep[-n_fixed:] = True
+            scores = edge_influence(A * keep[:, None] * keep[None, :], w)  # circuit-tracer's: the whole matrix
+            full = scores >= find_threshold(scores, et)
+            got = prune(g, nt, et, inf)
+            inside = got.node_mask[:, None] & got.node_mask[None, :]  # the nodes left after dropping dangling ones
+            assert torch.equal(got.edge_mask & inside, full & inside), (nt, et)
+            assert got.node_mask.sum() > 0
+
+
 def test_threshold_sorting_only_positive_scores_is_circuit_tracers(llama_graph):
     from interp.circuits_prune import edge_influence, find_threshold, logit_weights
 
