@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 import torch
 from scipy.stats import spearmanr
 
-from interp import InterpError
+from interp import InterpError, figures
 from interp.circuits import (attribute_graph, completeness_score, record, replacement_forward, replacement_score,
                              save_graph)
 from interp.circuits_verify import (attention_patterns, demeaned, predicted_ablation, source_shares,
@@ -250,12 +250,37 @@ def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
             print(f"{p['category']:9s} {p['prompt'][:40]!r}: {d['seconds']:.0f} s, exact {d['exact_max_abs']:.1e}, "
                   f"replacement {d['replacement_score']:.2f}, ρ frozen {d['faithfulness']['spearman']['frozen']:.2f}")
     quality = replacement_quality(model, tcs, seqs, counts(cfg.layer_counts, model.info.n_layers))
+    save_figures(run_dir, done, quality)
     claims = judge(done)
     held = [] if cfg.check_quality else claims[1:]
     notes = [unasserted(c, "check_quality = false (the quick mode's transcoders see 16k tokens once)") for c in held]
     return {"claims": [c for c in claims if c not in held], "unasserted_claims": held,
             "observations": notes + observe(done, quality), "prompts": done, "replacement_quality": quality,
             "heldout_tokens": int(seqs.numel()), "store_set": set_dir}
+
+
+MEASURES = {"frozen": "attention frozen (asserted)", "norms_frozen": "attention and norms frozen", "live": "attention live"}
+
+
+def save_figures(run_dir: Run, done: list[dict], quality: list[dict]) -> None:
+    """Check 4 as a scatter (every prompt's top features: predicted vs measured ablation effect, per
+    measurement) and check 2 as lines over the number of layers replaced."""
+    groups = {}
+    for key, name in MEASURES.items():
+        xs, ys, labels = [], [], []
+        for d in done:
+            f = d["faithfulness"]
+            xs += f["predicted"]
+            ys += f[key]
+            labels += [f"{d['category']}: L{l} feature {j} @ pos {p}" for l, p, j in f["features"]]
+        groups[name] = (xs, ys, labels)
+    run_dir.save_figure("faithfulness", figures.scatter(
+        groups, "Zero-ablating the top feature nodes: the graph's prediction against the spliced model",
+        "predicted change of the target logit", "measured change"))
+    run_dir.save_figure("replacement_quality", figures.lines(
+        {"top-1 agreement": [q["top1_agreement"] for q in quality], "KL(real ‖ replaced)": [q["kl"] for q in quality]},
+        "Held-out text with the first n MLPs replaced (no error terms)", "layers replaced", "value",
+        x=[q["layers"] for q in quality]))
 
 
 def judge(done: list[dict]) -> list[dict]:

@@ -36,6 +36,13 @@ def test_quick_run_asserts_exactness_and_reports_the_other_checks(first_run):
     assert {"replacement score", "completeness score", "faithfulness (attention live)",
             "faithfulness (attention and norms frozen)"} <= notes
     assert [p["category"] for p in results["prompts"]] == ["ioi", "capitals", "induction", "code"]
+    from interp.runs import Run
+
+    run = Run(run_dir)
+    assert set(run.figure_names()) == {"faithfulness", "replacement_quality"}
+    scatter = json.loads((run_dir / "figures" / "faithfulness.json").read_text())["data"]
+    assert [t["name"] for t in scatter] == ["attention frozen (asserted)", "attention and norms frozen", "attention live"]
+    assert scatter[0]["x"] == [x for p in results["prompts"] for x in p["faithfulness"]["predicted"]]
     # check 2: every layer count and all layers, on held-out rows of the set (the last `holdout` tokens)
     assert [q["layers"] for q in results["replacement_quality"]] == [1, 2]
     assert all(0 <= q["top1_agreement"] <= 1 and q["kl"] >= 0 for q in results["replacement_quality"])
@@ -73,6 +80,10 @@ def test_given_transcoders_trace_the_same_graphs(first_run, tiny_llama_dir, monk
     again_dir = sorted((root / "again" / "attribution_graphs").iterdir())[-1]
     again = json.loads((again_dir / "results.json").read_text())
     assert code == 0
+    from app import graph_data as G  # the graph page finds the set such a run was given
+
+    graph = again_dir / again["prompts"][0]["graph"]
+    assert G.graph_set(graph) == run_dir / "transcoders" and G.transcoder_sets(root / "again") == [run_dir / "transcoders"]
     for a, b in zip(again["prompts"], results["prompts"][:2]):
         assert a["n_active"] == b["n_active"]
         assert a["replacement_score"] == pytest.approx(b["replacement_score"], rel=1e-5)
