@@ -21,6 +21,9 @@ import streamlit as st
 from interp import InterpError
 from interp.figures import centre_signed
 from interp.runs import Run, format_value, list_runs, runs_root
+from interp.sae import features as F
+from interp.sae.io import load_sae
+from interp.store import open_store
 
 SMOLLM2 = "smollm2-135m"
 LOCAL = "local folder"
@@ -41,6 +44,26 @@ def model(spec: str):
     from interp.models import load_model
 
     return load_model(spec, quiet=True)
+
+
+# ------------------------------------------------------------------------------------------ SAEs
+
+
+@st.cache_resource(show_spinner="Loading the SAE…", max_entries=8)
+def sae_and_store(folder: str):
+    sae = load_sae(folder)
+    cfg = json.loads((Path(folder) / "cfg.json").read_text())
+    store_dir = cfg.get("interp", {}).get("store")
+    if not store_dir or not Path(store_dir).exists():
+        raise InterpError(f"The store this SAE was trained on ({store_dir or 'not recorded'}) is not on disk, so its "
+                          "contexts cannot be shown: rebuild it with the `interp cache` command that wrote it.")
+    return sae, open_store(store_dir, verify=False)
+
+
+@st.cache_data(show_spinner="Summarising every feature over the store (once; cached beside the SAE)…", max_entries=8)
+def sae_summary(folder: str) -> dict:
+    _, store = sae_and_store(folder)
+    return {k: v.numpy() for k, v in F.feature_summary(folder, store).items()}
 
 
 # ------------------------------------------------------------------------------------------ models
@@ -195,13 +218,23 @@ def compare_claims(runs: list[Run]) -> list[dict]:
 # ----------------------------------------------------------------------------------------- figures
 
 
-def chart(fig, key: str, container=st, **kw):
-    """Draw a plotly figure with a button that downloads its data (CSV for a heatmap, JSON otherwise)."""
+def chart(fig, key: str, container=st, download: tuple[Callable[[], str], str, str] | None = None, **kw):
+    """Draw a plotly figure with a button that downloads its data (CSV for a heatmap, JSON otherwise; or
+    `download` = (make the text, extension, mime)), made only when clicked."""
     event = container.plotly_chart(fig, key=key, **kw)
-    data, name, mime = figure_data(fig)
-    container.download_button("Download the data", data, file_name=f"{key.replace('/', '_')}.{name}", mime=mime,
+    make, name, mime = download or ((lambda: figure_data(fig)[0]), *_data_kind(fig))
+    container.download_button("Download the data", make, file_name=f"{key.replace('/', '_')}.{name}", mime=mime,
                               key=f"download_{key}", on_click="ignore", type="tertiary", icon=":material/download:")
     return event
+
+
+def _single_heatmap(traces) -> bool:
+    heatmaps = [t for t in traces if t.type == "heatmap"]
+    return len(heatmaps) == 1 and all(t.type == "heatmap" or t.customdata is not None for t in traces)
+
+
+def _data_kind(fig) -> tuple[str, str]:
+    return ("csv", "text/csv") if _single_heatmap(list(fig.data)) else ("json", "application/json")
 
 
 def open_cell(chart_key: str, row_key: str, col_key: str) -> Callable[[], None]:
@@ -219,9 +252,8 @@ def figure_data(fig) -> tuple[str, str, str]:
     down; a clickable one's invisible markers left out), anything else as JSON with each trace's name,
     x, y and z."""
     traces = list(fig.data)
-    heatmaps = [t for t in traces if t.type == "heatmap"]
-    if len(heatmaps) == 1 and all(t.type == "heatmap" or t.customdata is not None for t in traces):
-        t = heatmaps[0]
+    if _single_heatmap(traces):
+        t = next(t for t in traces if t.type == "heatmap")
         z = [list(r) for r in t.z]
         xs = list(t.x) if t.x is not None else list(range(len(z[0]) if z else 0))
         ys = list(t.y) if t.y is not None else list(range(len(z)))

@@ -17,6 +17,7 @@ st.navigation([
     st.Page(VIEWS / "home.py", title="Experiments", icon=":material/science:", default=True),
     st.Page(VIEWS / "sinks.py", title="Attention sinks", icon=":material/blur_circular:"),
     st.Page(VIEWS / "circuits.py", title="Circuits", icon=":material/cable:"),
+    st.Page(VIEWS / "graphs.py", title="Attribution graph", icon=":material/account_tree:"),
     st.Page(VIEWS / "lenses.py", title="Lenses", icon=":material/visibility:"),
     st.Page(VIEWS / "features.py", title="Features", icon=":material/extension:"),
     st.Page(VIEWS / "steering.py", title="Steering", icon=":material/tune:"),

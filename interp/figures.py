@@ -200,3 +200,104 @@ def scatter(groups: dict[str, tuple[Sequence, Sequence, Sequence[str] | None]], 
     fig.update_xaxes(type="log" if log_x else None)
     fig.update_yaxes(type="log" if log_y else None)
     return fig
+
+
+NODE_STYLES = {  # circuit-tracer's feature_type -> legend name, marker symbol, colour
+    "embedding": ("token embedding", "diamond", "#6b7280"),
+    "cross layer transcoder": ("transcoder feature", "circle", "#d97706"),
+    "mlp reconstruction error": ("error node (what the transcoder misses)", "square", "#9ca3af"),
+    "logit": ("output logit", "triangle-up", "#16a34a"),
+}
+
+
+def attribution_graph(doc: dict, title: str = "", hover: dict[str, str] | None = None, share: dict[str, float] | None = None,
+                      max_edges: int | None = None) -> go.Figure:
+    """A pruned attribution graph (circuit-tracer's JSON document: metadata.prompt_tokens, nodes, links)
+    as a layered network: layers up (embeddings at the bottom, logits on top), token positions across,
+    the nodes of one (layer, position) side by side within its column. Node size is its influence on the
+    logits (`share`: node_id -> share of the total; else taken from the JSON's cumulative influence), edge
+    width its |weight| (four bins, relative to the largest), edge colour its sign. `hover` adds text per
+    node_id. Each node's marker carries its node_id as customdata, for a click to select it. `max_edges`:
+    draw only that many, the largest |weight| first (a pruned graph of a 10-token prompt keeps ~10^5)."""
+    nodes, tokens = doc["nodes"], list(doc["metadata"]["prompt_tokens"])
+    layers = [int(n["layer"]) for n in nodes if n["feature_type"] not in ("embedding", "logit")]
+    top = max([int(n["layer"]) - 1 for n in nodes if n["feature_type"] == "logit"] + [max(layers, default=-1) + 1])
+    if share is None:  # the JSON keeps the cumulative share (largest first): a node's own is its step in it
+        ranked = sorted((n for n in nodes if n.get("influence") is not None), key=lambda n: n["influence"])
+        share, prev = {}, 0.0
+        for n in ranked:
+            share[n["node_id"]], prev = max(n["influence"] - prev, 0.0), n["influence"]
+    cells: dict[tuple, list] = {}
+    for n in nodes:
+        y = -1 if n["feature_type"] == "embedding" else top if n["feature_type"] == "logit" else int(n["layer"])
+        cells.setdefault((y, n["ctx_idx"] if n["feature_type"] != "logit" else len(tokens) - 1), []).append(n)
+    where = {}
+    for (y, pos), group in cells.items():
+        group.sort(key=lambda n: -share.get(n["node_id"], 0.0))
+        width = 0.8 if group[0]["feature_type"] != "logit" else min(len(tokens) - 0.2, 0.45 * len(group))
+        for j, n in enumerate(group):
+            off = 0.0 if len(group) == 1 else width * (j / (len(group) - 1) - 0.5)
+            where[n["node_id"]] = (pos + off - (width / 2 if n["feature_type"] == "logit" and len(group) > 1 else 0.0), y)
+    fig = go.Figure()
+    links = [lk for lk in doc["links"] if lk["source"] in where and lk["target"] in where]
+    if max_edges is not None and len(links) > max_edges:
+        links = sorted(links, key=lambda lk: -abs(lk["weight"]))[:max_edges]
+    biggest = max((abs(lk["weight"]) for lk in links), default=1.0) or 1.0
+    for sign, colour in ((1, "rgba(37,99,235,{a})"), (-1, "rgba(220,38,38,{a})")):
+        legend = True  # once per sign, on its first drawn bin
+        for b, (lo, hi) in enumerate(((0, 0.1), (0.1, 0.3), (0.3, 0.6), (0.6, 1.01))):
+            xs, ys = [], []
+            for lk in links:
+                r = abs(lk["weight"]) / biggest
+                if (lk["weight"] >= 0) == (sign > 0) and lo <= r < hi:
+                    (x0, y0), (x1, y1) = where[lk["source"]], where[lk["target"]]
+                    xs += [x0, x1, None]
+                    ys += [y0, y1, None]
+            if xs:
+                fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", showlegend=legend,
+                                         name="positive edge" if sign > 0 else "negative edge", legendgroup=f"edge{sign}",
+                                         line=dict(width=0.6 + 1.6 * b, color=colour.format(a=0.25 + 0.15 * b))))
+                legend = False
+    peak = max(share.values(), default=1.0) or 1.0
+    for kind, (name, symbol, colour) in NODE_STYLES.items():
+        group = [n for n in nodes if n["feature_type"] == kind]
+        if not group:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[where[n["node_id"]][0] for n in group], y=[where[n["node_id"]][1] for n in group], mode="markers", name=name,
+            customdata=[[n["node_id"]] for n in group], text=[_node_text(n, tokens, share, hover) for n in group],
+            hovertemplate="%{text}<extra></extra>",
+            marker=dict(symbol=symbol, color=colour, line=dict(width=0.5, color="#111"),
+                        size=[7 + 23 * (n["token_prob"] if kind == "logit" else share.get(n["node_id"], 0.0) / peak) ** 0.5
+                              for n in group])))
+    fig.update_layout(title=title, height=max(480, 26 * (top + 2)), hovermode="closest", dragmode="pan",
+                      legend=dict(orientation="h", y=-0.12), **_LAYOUT)
+    fig.update_xaxes(title="token position", tickmode="array", tickvals=list(range(len(tokens))),
+                     ticktext=[f"{i}: {t!r}"[:24] for i, t in enumerate(tokens)], range=[-0.7, len(tokens) - 0.3],
+                     showgrid=False, zeroline=False)
+    fig.update_yaxes(title="layer", tickmode="array", tickvals=[-1, *range(top), top],
+                     ticktext=["embed", *map(str, range(top)), "logits"], range=[-1.6, top + 0.6], zeroline=False)
+    return fig
+
+
+def _node_text(n: dict, tokens: list[str], share: dict[str, float], hover: dict[str, str] | None) -> str:
+    import html
+
+    kind, pos = n["feature_type"], n["ctx_idx"]
+    head = {"embedding": f"<b>token embedding</b> · pos {pos}",
+            "cross layer transcoder": f"<b>feature L{n['layer']}/{n['node_id'].split('_')[1]}</b> · pos {pos}",
+            "mlp reconstruction error": f"<b>error node</b> L{n['layer']} · pos {pos}",
+            "logit": "<b>logit</b>"}[kind]
+    lines = [head]
+    if kind != "logit":
+        lines.append(f"token {html.escape(repr(tokens[pos]))}")
+    if n.get("activation") is not None:
+        lines.append(f"activation {n['activation']:.3f}")
+    if n.get("clerp"):
+        lines.append(html.escape(n["clerp"]))
+    if n["node_id"] in share:
+        lines.append(f"influence {share[n['node_id']]:.2%} of the total (cumulative {n['influence']:.1%})"
+                     if n.get("influence") is not None else f"influence {share[n['node_id']]:.2%}")
+    if hover and hover.get(n["node_id"]):
+        lines.append(hover[n["node_id"]])
+    return "<br>".join(lines)

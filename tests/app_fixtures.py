@@ -1,7 +1,8 @@
 """Stored runs for the dashboard tests, made by the real code paths on a tiny budget: a `sinks`
 run on SmolLM2 and one on a random 2-layer Llama folder (its claims fail: a random model has no
 sinks), a partial Bigram-Backcopy run with a toy checkpoint, two in-context-classification networks
-with their training metrics, and a TopK SAE on a SmolLM2 store."""
+with their training metrics, a TopK SAE on a SmolLM2 store, and two attribution graphs through the tiny
+Llama's quick transcoders."""
 
 from __future__ import annotations
 
@@ -23,15 +24,17 @@ def make_tiny_llama(folder: Path, tokenizer) -> Path:
 
 
 def make_runs(root: Path, tiny_llama: Path) -> Path:
-    old = os.environ.get("INTERP_RUNS")
+    old = {k: os.environ.get(k) for k in ("INTERP_RUNS", "INTERP_CACHE")}
     os.environ["INTERP_RUNS"] = str(root)  # the CLI and create_run write under it
+    os.environ["INTERP_CACHE"] = str(root.parent / "cache")  # the transcoders' store set (its path is recorded)
     try:
         _make(root, tiny_llama)
     finally:
-        if old is None:
-            del os.environ["INTERP_RUNS"]
-        else:
-            os.environ["INTERP_RUNS"] = old
+        for k, v in old.items():
+            if v is None:
+                del os.environ[k]
+            else:
+                os.environ[k] = v
     return root
 
 
@@ -56,6 +59,11 @@ def _make(root: Path, tiny_llama: Path) -> None:
     for job in icl_classification.main_jobs(icfg)[:2]:  # two jobs: two runs with the same metrics
         icl_classification.train_job(icfg, job, str(run.dir / job.name))
 
+    # two attribution graphs through per-layer transcoders of the tiny Llama, for the Attribution-graph page;
+    # before the SAE below, which stays the newest SAE folder (the Features and Steering pages open it)
+    assert main(["run", "attribution_graphs", "--quick", "--quiet", "--set", "ctx=32", "--set", f"model={tiny_llama}",
+                 "--set", "prompts=2"]) == 0
+
     store = root.parent / "store"
     cache_activations("smollm2-135m", "blocks.3.hook_resid_post", 2048, store, ctx_len=32, shard_tokens=1024, quiet=True)
     tcfg = SAETrainConfig(store=str(store), expansion=2, k=8, batch_size=256, tokens=256 * 8, log_every=2,
@@ -64,3 +72,4 @@ def _make(root: Path, tiny_llama: Path) -> None:
     train_sae(tcfg, sae_run, quiet=True)
     # its evaluation (core suite: the probing and absorption suites need thousands of SmolLM2 texts), for the Features page
     assert main(["sae", "eval", str(sae_run.dir / "sae"), "--store", str(store), "--tokens", "1024", "--sequences", "2", "--quiet"]) == 0
+

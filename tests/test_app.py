@@ -12,7 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
-PAGES = ["home", "sinks", "circuits", "lenses", "features", "steering", "dynamics", "function_tokens"]
+PAGES = ["home", "sinks", "circuits", "graphs", "lenses", "features", "steering", "dynamics", "function_tokens"]
 
 
 def open_page(name: str, root: Path, monkeypatch, query: dict | None = None) -> AppTest:

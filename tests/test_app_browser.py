@@ -19,7 +19,7 @@ import pytest
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parent.parent
 # page url path -> does it draw a plotly figure with the fixture runs?
-PAGES = {"": True, "sinks": True, "circuits": True, "lenses": True, "features": True, "steering": False, "dynamics": True,
+PAGES = {"": True, "sinks": True, "circuits": True, "graphs": True, "lenses": True, "features": True, "steering": False, "dynamics": True,
          "function_tokens": False}
 
 
@@ -198,6 +198,28 @@ def test_urls_restore_views_and_clicks_drill_down(server, browser, tmp_path, tin
     settle(page, plots=True)
     assert inputs(page)[0] == target and page.locator("h3", has_text=f"Feature {target}").count() == 1
     page.screenshot(path=str(tmp_path / "features_link.png"))
+    page.close()
+
+    # attribution graph: a click on a feature node selects it (into the URL) and opens its clamp
+    page, _ = open_url(browser, f"{server}/graphs?node_t=1.0", tmp_path / "graph_url.png", plots=True)
+    point = page.locator(".st-key-graph_plot .js-plotly-plot").evaluate("""e => {
+        const i = e.data.findIndex(t => t.name === 'transcoder feature');
+        const trace = [...e.querySelectorAll('.scatterlayer .trace')].find(g => g.__data__[0].trace.index === i);
+        const r = trace.querySelector('path.point').getBoundingClientRect();
+        return {x: r.x + r.width / 2, y: r.y + r.height / 2, ids: e.data[i].customdata.map(c => c[0])}; }""")
+    page.mouse.move(point["x"] - 4, point["y"])
+    page.mouse.move(point["x"], point["y"])
+    page.wait_for_timeout(200)
+    page.mouse.click(point["x"], point["y"])
+    page.wait_for_timeout(800)
+    settle(page)
+    picked = urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)["node"][0]
+    assert picked in point["ids"]  # a feature node (markers of one cell overlap: the topmost one under the pointer)
+    layer, feature, pos = picked.split("_")
+    assert page.locator("h3", has_text=f"L{layer} feature {feature} @ pos {pos}").count() == 1
+    assert "measured change" in page.inner_text("body")
+    no_errors(page, "/graphs after a click")
+    page.screenshot(path=str(tmp_path / "graph_click.png"), full_page=True)
     page.close()
 
     # the experiments page and the dynamics page restore their choices too

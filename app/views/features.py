@@ -8,7 +8,8 @@ from urllib.parse import urlencode
 import streamlit as st
 import torch
 
-from app.common import URL, Link, chart, label, missing, model, model_params, page, table
+from app.common import URL, Link, chart, label, missing, model, model_params, page, sae_and_store, table
+from app.common import sae_summary as summary
 from app.probes import token_labels, token_texts
 from app.tokens import context_html, visible
 from interp import InterpError, figures
@@ -16,26 +17,7 @@ from interp.hooks import capture
 from interp.models import REAL_MODELS
 from interp.runs import runs_root
 from interp.sae import features as F
-from interp.sae.io import load_sae
 from interp.sae.suite import default_out, evaluation_tables, headline
-from interp.store import open_store
-
-
-@st.cache_resource(show_spinner="Loading the SAE…", max_entries=8)
-def sae_and_store(folder: str):
-    sae = load_sae(folder)
-    cfg = json.loads((Path(folder) / "cfg.json").read_text())
-    store_dir = cfg.get("interp", {}).get("store")
-    if not store_dir or not Path(store_dir).exists():
-        raise InterpError(f"The store this SAE was trained on ({store_dir or 'not recorded'}) is not on disk, so its "
-                          "contexts cannot be shown: rebuild it with the `interp cache` command that wrote it.")
-    return sae, open_store(store_dir, verify=False)
-
-
-@st.cache_data(show_spinner="Summarising every feature over the store (once; cached beside the SAE)…", max_entries=8)
-def summary(folder: str) -> dict:
-    _, store = sae_and_store(folder)
-    return {k: v.numpy() for k, v in F.feature_summary(folder, store).items()}
 
 
 def body() -> None:
