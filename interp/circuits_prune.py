@@ -237,21 +237,25 @@ def save_graph(graph: Graph, path: str | Path, slug: str | None = None, scan: st
     path = Path(path)
     if path.suffix != ".json":
         raise InterpError(f"{path} should end in .json: circuit-tracer's frontend serves <slug>.json files.")
-    doc = graph_json(graph, slug or path.stem, scan, node_threshold, edge_threshold)
+    inf = node_influence(graph)
+    doc = graph_json(graph, slug or path.stem, scan, node_threshold, edge_threshold,
+                     pruned=prune(graph, node_threshold, edge_threshold, inf))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2))
     index = path.parent / "graph-metadata.json"
     meta = json.loads(index.read_text()) if index.exists() else {"graphs": []}
     meta["graphs"] = [g for g in meta["graphs"] if g["slug"] != doc["metadata"]["slug"]] + [doc["metadata"]]
     index.write_text(json.dumps(meta, indent=2))
-    if full:
-        torch.save({f.name: getattr(graph, f.name) for f in fields(graph)}, path.with_suffix(".pt"))
+    if full:  # with its node influence, which re-pruning needs and which costs more than reading the graph
+        torch.save({**{f.name: getattr(graph, f.name) for f in fields(graph)}, "node_influence": inf},
+                   path.with_suffix(".pt"))
     return path
 
 
-def load_graph(path: str | Path) -> Graph:
+def load_graph(path: str | Path, influence: bool = False) -> Graph | tuple[Graph, Tensor]:
     """The whole graph `save_graph(..., full=True)` kept beside its JSON (`<slug>.pt`; the JSON's path is
-    accepted too), unpruned, so it can be pruned again at other thresholds."""
+    accepted too), unpruned, so it can be pruned again at other thresholds. With `influence`: (graph,
+    its node influence), read from the file where it was saved (else computed)."""
     from interp.circuits import Graph
 
     path = Path(path).with_suffix(".pt")
@@ -262,4 +266,8 @@ def load_graph(path: str | Path) -> Graph:
     missing = {f.name for f in fields(Graph)} - set(data)
     if missing:
         raise InterpError(f"{path} is not a full graph written by save_graph: it lacks {sorted(missing)}.")
-    return Graph(**data)
+    graph = Graph(**{f.name: data[f.name] for f in fields(Graph)})
+    if not influence:
+        return graph
+    saved = data.get("node_influence")
+    return graph, saved if saved is not None and len(saved) == len(graph.values) else node_influence(graph)

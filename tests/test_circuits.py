@@ -285,6 +285,14 @@ def test_the_full_graph_round_trips_beside_its_json(llama_graph, tmp_path):
         assert torch.equal(getattr(back, f), getattr(llama_graph, f)), f
     assert back.token_strs == llama_graph.token_strs and back.prompt == llama_graph.prompt
     assert graph_json(back, "tiny", node_threshold=0.5) == graph_json(llama_graph, "tiny", node_threshold=0.5)
+    from interp.circuits_prune import node_influence
+
+    _, inf = load_graph(path, influence=True)  # saved beside it, as computed
+    assert torch.equal(inf, node_influence(llama_graph))
+    data = torch.load(path.with_suffix(".pt"))
+    del data["node_influence"]  # a graph saved before the influence was: computed on reading
+    torch.save(data, tmp_path / "old.pt")
+    assert torch.equal(load_graph(tmp_path / "old.pt", influence=True)[1], inf)
     save_graph(llama_graph, tmp_path / "json_only.json", full=False)
     with pytest.raises(InterpError, match="No full graph.*pruned graph"):
         load_graph(tmp_path / "json_only.json")

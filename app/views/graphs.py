@@ -45,8 +45,7 @@ def stored(path: str, mtime: float):
     if not full.is_file():
         raise InterpError(f"{path} has no full graph beside it ({full.name}), so it cannot be pruned again: rerun "
                           "`interp run attribution_graphs`, which saves both.")
-    graph = load_graph(full)
-    return with_scores(graph)
+    return with_scores(*load_graph(full, influence=True))
 
 
 @st.cache_resource(show_spinner="Tracing the graph: one forward, then batched backward passes…", max_entries=8)
@@ -54,12 +53,11 @@ def traced(folder: str, prompt: str, target: str, max_nodes: int):
     m = model(set_model(folder))
     graph = attribute_graph(m, prompt, transcoders(folder), target=target or None, max_feature_nodes=max_nodes,
                             scan=Path(folder).name)
-    return with_scores(graph)
+    return with_scores(graph, node_influence(graph))
 
 
-def with_scores(graph):
+def with_scores(graph, inf):
     """The graph, its node influence, and circuit-tracer's replacement and completeness scores from it."""
-    inf = node_influence(graph)
     return graph, inf, (replacement_score(graph, inf), completeness_score(graph, inf))
 
 
