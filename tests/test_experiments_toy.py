@@ -34,9 +34,19 @@ def test_scan_snap_quick(capsys, runs_dir):
     code, results, run_dir = run_quick("scan_snap", capsys)
     assert code == 0, [c for c in results["claims"] if not c["passed"]]
     assert [c["name"] for c in results["claims"]] == ["scan_discriminative", "scan_frequency_order", "snap",
-                                                      "eta_z_controls_sparsity", "ratio_controls_snap"]
-    assert set(results["figure6_mean_std"]) == {"1 query", "3 query"}
-    assert {p.name for p in (run_dir / "figures").iterdir()} == {"figure4_c_over_iterations.json", "figure6_entropy_vs_ratio.json"}
+                                                      "eta_z_controls_sparsity", "ratio_controls_snap", "figure6_numbers"]
+    assert set(results["figure6_mean_std"]) == set(results["figure6_support_mean_std"]) == {"1 query"}
+    rows = results["figure6_vs_paper"]  # the one-query panel's 16 cells, each beside the paper's released number
+    assert len(rows) == 16 and {(r["eta_z"], r["ratio"]) for r in rows} == {(e, q) for e in (0.5, 1, 2, 3) for q in (1, 2, 5, 10)}
+    one = next(r for r in rows if (r["eta_z"], r["ratio"]) == (1, 1))
+    assert one["paper"] == 1.871 and one["ours"] == results["figure6_mean_std"]["1 query"]["eta_z=1.0"]["ratio=1.0"][0]
+    support = results["figure6_support_mean_std"]["1 query"]["eta_z=1.0"]["ratio=1.0"][0]
+    assert support > 2.4 > one["ours"]  # the whole-support entropy (ours before) sits ~0.7 nats above the paper's quantity
+    sparsity = results["claims"][3]["value"]
+    assert sparsity["seeds"] == 6 and sparsity["difference_95ci"][0] < sparsity["difference"] < sparsity["difference_95ci"][1]
+    assert {p.name for p in (run_dir / "figures").iterdir()} == {
+        "figure4_c_over_iterations.json", "figure6_entropy_vs_ratio.json", "figure6_support_entropy_vs_ratio.json",
+        "figure6_ours_vs_paper.json"}
 
 
 def test_toy_experiments_reject_bad_settings(capsys, runs_dir):

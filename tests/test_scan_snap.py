@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -42,3 +44,24 @@ def test_c_and_entropy_at_zero_init():
     assert torch.allclose(c, task.P)
     p = task.P[0][task.P[0] > 0]
     assert ss.entropy_c(c) == pytest.approx(-(p * p.log()).sum().item(), rel=1e-6)
+
+
+def test_entropy_over_the_distinct_tokens_is_the_papers_figure6_quantity():
+    task = ss.make_task(1, 2)
+    c = ss.attention_c(ss.ScanSnap(task.vocab), task)  # zero init: c_n = P
+    q = torch.linspace(0.1, 1.0, 10)
+    q = q / q.sum()
+    assert ss.entropy_distinct(c, task) == pytest.approx(-(q * q.log()).sum().item(), rel=1e-6)  # 2.15 nats
+    assert ss.entropy_distinct(c, task) < math.log(10) < ss.entropy_c(c)  # the support adds the common tokens
+    c2 = c.clone()
+    c2[:, task.common] *= 5  # moving mass onto common tokens leaves the distinct tokens' shape alone
+    assert ss.entropy_distinct(c2 / c2.sum(1, keepdim=True), task) == pytest.approx(ss.entropy_distinct(c, task), rel=1e-6)
+
+
+def test_the_papers_figure6_numbers_are_every_cell_of_its_sweep():
+    from experiments.scan_snap import paper_figure6
+
+    paper = paper_figure6()
+    assert len(paper) == 64 and {k[0] for k in paper} == {1, 3, 5, 10}
+    assert paper[1, 1.0, 1.0] == (1.871, 0.052) and paper[1, 3.0, 10.0] == (1.825, 0.331)
+    assert all(1.5 < m < math.log(10) for m, _ in paper.values())  # all below ln 10: an entropy over 10 tokens

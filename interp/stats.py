@@ -1,0 +1,25 @@
+"""Intervals for the claims: every verdict on a few seeds or items comes with how sure it is."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from scipy import stats
+
+
+def mean_diff_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """mean(a) − mean(b) and its Welch t interval (unequal variances; independent samples, e.g. seeds)."""
+    res = stats.ttest_ind(a, b, equal_var=False)
+    ci = res.confidence_interval(level)
+    return float(sum(a) / len(a) - sum(b) / len(b)), float(ci.low), float(ci.high)
+
+
+def summary_z(diff: float, sd_a: float, n_a: int, sd_b: float, n_b: int) -> float:
+    """A difference of two means in units of its standard error, from each sample's std and size (Welch):
+    for comparing with a paper that published only mean ± std."""
+    return diff / (sd_a**2 / n_a + sd_b**2 / n_b) ** 0.5
+
+
+def bonferroni_z(tests: int, alpha: float = 0.05) -> float:
+    """|z| that a two-sided test must exceed for any of `tests` comparisons to count at family-wise level alpha."""
+    return float(stats.norm.ppf(1 - alpha / (2 * tests)))

@@ -1,0 +1,24 @@
+import math
+
+import pytest
+import torch
+
+from interp.stats import bonferroni_z, mean_diff_interval, summary_z
+
+
+def test_the_welch_interval_covers_the_true_difference_at_its_level():
+    g = torch.Generator().manual_seed(0)
+    covered = 0
+    for _ in range(400):  # unequal spreads and sizes: Welch, not the pooled t
+        a = (torch.randn(6, generator=g) * 0.3 + 1.0).tolist()
+        b = (torch.randn(9, generator=g) * 0.1 + 0.8).tolist()
+        diff, lo, hi = mean_diff_interval(a, b)
+        assert lo < diff < hi and diff == pytest.approx(sum(a) / 6 - sum(b) / 9)
+        covered += lo <= 0.2 <= hi
+    assert 0.92 <= covered / 400 <= 0.98
+
+
+def test_summary_z_and_the_bonferroni_bound():
+    assert summary_z(0.1, 0.1, 10, 0.1, 10) == pytest.approx(0.1 / math.sqrt(0.002))
+    assert bonferroni_z(1) == pytest.approx(1.96, abs=0.001)
+    assert bonferroni_z(32) == pytest.approx(3.16, abs=0.01) and bonferroni_z(64) > bonferroni_z(16)
