@@ -15,7 +15,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from interp import InterpError, patching
-from interp.hooks import run
+from interp.hooks import hook_shapes, run
+from interp.lens import unembed
 from interp.models import Model
 from interp.patching import logit_diff  # noqa: F401 - the patching metric, also imported from here
 
@@ -375,9 +376,14 @@ def last_token_logits(model: Model, prompts: list[list[int]], patch: dict | None
                       batch_size: int = 16) -> Float[Tensor, "n d_vocab"]:
     """Next-token logits at the last position of each prompt (token-id lists of any lengths), with
     `patch` applied. Prompts are batched by length and right-padded: under causal attention no real
-    position sees the padding, and position 0 stays each prompt's own first token."""
+    position sees the padding, and position 0 stays each prompt's own first token. The pass stops at
+    the last residual and only the last positions are unembedded (Gemma-3's 262k-token unembedding
+    of every position costs more than its blocks), unless `patch` touches a hook after that residual."""
     if not prompts or min(len(p) for p in prompts) == 0:
         raise InterpError("Give at least one prompt, each with at least one token.")
+    final = f"blocks.{model.info.n_layers - 1}.hook_resid_post"
+    hooks = list(hook_shapes(model))
+    head = unembed(model) if final in hooks and all(hooks.index(n) <= hooks.index(final) for n in patch or {}) else None
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out = torch.empty(len(prompts), model.info.d_vocab)
     for start in range(0, len(order), batch_size):
@@ -386,8 +392,13 @@ def last_token_logits(model: Model, prompts: list[list[int]], patch: dict | None
         tokens = torch.zeros(len(chunk), int(lengths.max()), dtype=torch.long)  # [batch, pos]
         for row, i in enumerate(chunk):
             tokens[row, : len(prompts[i])] = torch.tensor(prompts[i])
-        logits, _ = run(model, tokens, patch=patch, backend=backend)
-        out[chunk] = logits[torch.arange(len(chunk)), lengths - 1].float().cpu()
+        rows = torch.arange(len(chunk)), lengths - 1
+        if head is None:
+            logits, _ = run(model, tokens, patch=patch, backend=backend)
+            out[chunk] = logits[rows].float().cpu()
+        else:
+            _, acts = run(model, tokens, patch=patch, capture=[final], backend=backend, stop_early=True)
+            out[chunk] = head(acts[final][rows]).float().cpu()  # [chunk, d_vocab]
     return out
 
 

@@ -349,3 +349,28 @@ def test_patching_needs_prompts_of_one_length():
     m, clean, _ = _pair()
     with pytest.raises(InterpError, match="same length"):
         patch_residual(m, clean, clean[:, :-1], 3, 5)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "gemma3", "gpt2"])
+def test_last_token_logits_unembeds_only_the_last_positions_and_agrees_with_the_full_forward(family, tmp_path, monkeypatch):
+    """The pass stops at the last residual and unembeds one position per prompt (soft-capping included,
+    Gemma-2); a patch after that residual makes it run the whole forward instead. Both agree with it."""
+    from interp import interventions
+    from interp.hooks import run
+    from interp.interventions import last_token_logits, scale_initial_attention
+    from tiny_models import make_tiny
+
+    stops = []
+    monkeypatch.setattr(interventions, "run", lambda *a, **k: stops.append(k.get("stop_early", False)) or run(*a, **k))
+    m = load_model(str(make_tiny(tmp_path / family, family)))
+    prompts = [[5, 9, 30, 41, 7], [8, 3], [100, 101, 102]]
+    patch = scale_initial_attention(2.0, model=m)
+    for backend in ("transformer_lens", "nnsight"):
+        fast = last_token_logits(m, prompts, patch=patch, backend=backend)
+        for i, p in enumerate(prompts):
+            full, _ = run(m, torch.tensor([p]), patch=patch, backend=backend)
+            assert torch.allclose(fast[i], full[0, -1].float(), atol=1e-4), (family, backend, i)
+    assert stops == [True, True]  # one batch per backend, each stopped at the last residual
+    late = {"ln_final.hook_scale": lambda s: s * 2}  # after the last residual: the whole forward, and it changes the logits
+    assert not torch.allclose(last_token_logits(m, prompts, patch=late), last_token_logits(m, prompts), atol=1e-3)
+    assert stops[2:] == [False, True]
