@@ -6,6 +6,7 @@
     interp probe MODEL "text" --hook NAME  run the model on a text and show one activation
     interp list                            experiments with their papers and claims
     interp run NAME [--quick] [--seed N] [--set key=value ...] [--trainer.steps N ...]
+    interp seeds NAME --seeds 0,1,2 [--quick]   the same run on several seeds: each claim's rate
     interp runs                            run folders and their status
     interp cache --model M --hook H --tokens N --out DIR   write activations to disk (for SAEs)
     interp sae train --store DIR [--kind topk] [--k 32] ...  train an SAE on a store (torchrun for data parallel)
@@ -129,6 +130,17 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=cmd_run)
     p._run_parser = s
+
+    s = sub.add_parser("seeds", help="run an experiment on several seeds: each claim's verdict per seed, as a rate with its interval",
+                       description="Run (or reuse complete runs of) an experiment once per seed and print which claims hold on "
+                       "which seed, each as held k/n with a Wilson 95%% interval; claims whose verdict differs across seeds are "
+                       "marked. The table is also written as JSON beside the runs. Exits 0 only if every claim held on every seed.")
+    s.add_argument("name", help="experiment name (see `interp list`)")
+    s.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
+    s.add_argument("--quick", action="store_true", help="the experiment's reduced budget")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field for every seed (repeatable)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=cmd_seeds)
 
     s = sub.add_parser("runs", help="list run folders with their status and claims")
     s.add_argument("--experiment", help="only this experiment")
@@ -304,6 +316,19 @@ def _report(results: dict, run, format_claims) -> int:
         print(f"  note: {obs['name']}: {obs['value']}  ({obs['statement']})")
     print(run.dir)
     return 0 if all(c["passed"] for c in claims) else 1
+
+
+def cmd_seeds(args) -> int:
+    from interp import seeds
+
+    try:
+        chosen = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise InterpError(f"--seeds {args.seeds!r} is not a comma-separated list of whole numbers, e.g. 0,1,2.") from None
+    summary = seeds.sweep(args.name, chosen, args.quick, args.set, model=_chosen_model(args), quiet=args.quiet)
+    print(seeds.format_table(summary))
+    print(seeds.save(summary))
+    return 0 if all(c["held"] == c["seeds"] for c in summary["claims"].values()) else 1
 
 
 def cmd_runs(args) -> int:

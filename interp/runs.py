@@ -258,7 +258,12 @@ def format_claims(claims: list[dict]) -> str:
     rows = [("", "claim", "value", "threshold")]
     for c in claims:
         rows.append(("PASS" if c["passed"] else "FAIL", c["name"], format_value(c["value"]), str(c["threshold"])))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return text_table(rows)
+
+
+def text_table(rows: list[tuple[str, ...]]) -> str:
+    """Left-aligned columns, the first row a header underlined with dashes."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -23,3 +23,14 @@ def summary_z(diff: float, sd_a: float, n_a: int, sd_b: float, n_b: int) -> floa
 def bonferroni_z(tests: int, alpha: float = 0.05) -> float:
     """|z| that a two-sided test must exceed for any of `tests` comparisons to count at family-wise level alpha."""
     return float(stats.norm.ppf(1 - alpha / (2 * tests)))
+
+
+def rate_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a rate k/n (a claim holding in k of n seeds): sound at small n and at 0 or n."""
+    if n == 0:
+        return 0.0, 1.0
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
+    return max(0.0, centre - half), min(1.0, centre + half)

@@ -22,3 +22,12 @@ def test_summary_z_and_the_bonferroni_bound():
     assert summary_z(0.1, 0.1, 10, 0.1, 10) == pytest.approx(0.1 / math.sqrt(0.002))
     assert bonferroni_z(1) == pytest.approx(1.96, abs=0.001)
     assert bonferroni_z(32) == pytest.approx(3.16, abs=0.01) and bonferroni_z(64) > bonferroni_z(16)
+
+
+def test_the_wilson_interval_of_a_seed_rate():
+    from interp.stats import rate_interval
+
+    lo, hi = rate_interval(5, 10)
+    assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
+    assert rate_interval(0, 10) == (0.0, pytest.approx(0.2775, abs=1e-4))  # never held: still not proven impossible
+    assert rate_interval(3, 3)[0] == pytest.approx(0.4385, abs=1e-4) and rate_interval(3, 3)[1] == 1.0
