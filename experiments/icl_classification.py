@@ -27,7 +27,7 @@ from scipy.stats import spearmanr
 
 from interp import figures
 from interp.config import NonNegFloat, NonNegInt, OneOf, PosFloat, PosInt, Share
-from interp.runs import Run, claim
+from interp.runs import Run, claim, unasserted
 from interp.workers import in_workers
 from toy_tasks import icl_classification as ic
 from toy_tasks.trainer import ToyTrainConfig, train
@@ -78,6 +78,9 @@ class Config:
     """Sequences per evaluation set (IC, IC2, IW)."""
     sgd: bool = True
     """Run the SGD plateau run (claim 8)."""
+    assert_emergence: bool = True
+    """Assert claims 1, 4 and 5, which need ICL to have emerged in the bursty K = 512 run by the step they read; false
+    reports them instead. At the quick budget (4,000 steps) the jump comes later on some seeds: seed 1's IC is 0.72."""
     alpha_K: PosInt = 1024
     """Classes in the α sweep."""
     alpha_p_B: Share = 1.0
@@ -98,7 +101,9 @@ class Config:
             ic.check_spec(job.spec)
 
 
-QUICK = {"steps": 4000, "short_steps": 1500, "sgd": False}  # checks claims 1-6; 7 needs the longer run, 8 the SGD run
+QUICK = {"steps": 4000, "short_steps": 1500, "sgd": False, "assert_emergence": False}
+# checks claims 2, 3 and 6; reports 1, 4 and 5 (on seeds 0-2 they held on 0 and 2, failed on 1: docs/seeds.md); 7 needs the
+# longer run, 8 the SGD run
 SWEEPS = {
     "K": [("K", k) for k in (32, 64, 128, 256, 512, 1024)],
     "eps": [("eps", e) for e in (0.0, 0.1, 0.2, 0.4, 0.6)],
@@ -202,7 +207,11 @@ def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
     else:
         claims = [_slow_claim(out["slow_sgd_K512"]["history"])] if cfg.slow else _main_claims(cfg, out)
         _main_figures(run_dir, out)
-    return {"claims": claims, "final": summary}
+    timed = set() if cfg.assert_emergence or cfg.sweep or cfg.slow else {"icl_emerges", "icl_overrides_weights", "induction_head"}
+    reason = f"at {cfg.steps:,} steps ICL has not emerged on every seed (assert_emergence = false)"
+    return {"claims": [c for c in claims if c["name"] not in timed], "final": summary,
+            "unasserted_claims": [c for c in claims if c["name"] in timed],
+            "observations": [unasserted(c, reason) for c in claims if c["name"] in timed]}
 
 
 def _train_all(cfg: Config, jobs: list[Job], run_dir: Run, quiet: bool) -> dict[str, dict]:

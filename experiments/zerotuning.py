@@ -41,7 +41,6 @@ from tqdm.auto import tqdm
 from interp import InterpError, figures
 from interp.config import MaybeEmpty, NonNegInt, OneOf, PosFloat, PosInt
 from interp.hooks import BACKENDS
-from interp.hooks import run as run_hooks
 from interp.interventions import (
     attention_temperature,
     check_head,
@@ -307,14 +306,14 @@ def key_position_kl(model, prompts: list[list[int]], gamma: float, cfg: Config, 
     every = {layer: None for layer in range(model.info.n_layers)}
     out = []
     for ids in tqdm(prompts, desc=f"key positions, γ = {gamma}", disable=quiet, leave=False):
-        tokens = torch.tensor([ids])  # [1, pos]
-        clean = run_hooks(model, tokens, backend=cfg.backend)[0][:, -1].float().log_softmax(-1)  # [1, vocab]
+        # only the last position is unembedded: all of them would be [batch, pos, vocab], 5 GB a batch on Gemma-3
+        clean = last_token_logits(model, [ids], None, cfg.backend).log_softmax(-1)  # [1, vocab]
         keys, kls = list(range(0, len(ids), cfg.kl_stride)), []
         for start in range(0, len(keys), cfg.batch_size):
             rows = keys[start : start + cfg.batch_size]
-            logits, _ = run_hooks(model, tokens.expand(len(rows), -1), patch=scale_key_attention(gamma, every, rows, model),
-                                  backend=cfg.backend)
-            kls += kl_rows(clean.expand(len(rows), -1), logits[:, -1].float().log_softmax(-1)).tolist()
+            logits = last_token_logits(model, [ids] * len(rows), scale_key_attention(gamma, every, rows, model), cfg.backend,
+                                       cfg.batch_size)  # [rows, vocab]
+            kls += kl_rows(clean.expand(len(rows), -1), logits.log_softmax(-1)).tolist()
         others = torch.tensor(kls[1:])
         top = keys[1 + int(others.argmax())]
         out.append({"positions": keys, "kl": kls, "kl0": kls[0], "max_other": others.max().item(), "max_other_position": top,
