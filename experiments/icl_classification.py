@@ -27,7 +27,7 @@ from scipy.stats import spearmanr
 
 from interp import figures
 from interp.config import NonNegFloat, NonNegInt, OneOf, PosFloat, PosInt, Share
-from interp.runs import Run, claim, unasserted
+from interp.runs import Run, assert_only, claim
 from interp.workers import in_workers
 from toy_tasks import icl_classification as ic
 from toy_tasks.trainer import ToyTrainConfig, train
@@ -209,9 +209,7 @@ def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
         _main_figures(run_dir, out)
     timed = set() if cfg.assert_emergence or cfg.sweep or cfg.slow else {"icl_emerges", "icl_overrides_weights", "induction_head"}
     reason = f"at {cfg.steps:,} steps ICL has not emerged on every seed (assert_emergence = false)"
-    return {"claims": [c for c in claims if c["name"] not in timed], "final": summary,
-            "unasserted_claims": [c for c in claims if c["name"] in timed],
-            "observations": [unasserted(c, reason) for c in claims if c["name"] in timed]}
+    return {**assert_only(claims, timed, reason), "final": summary}
 
 
 def _train_all(cfg: Config, jobs: list[Job], run_dir: Run, quiet: bool) -> dict[str, dict]:

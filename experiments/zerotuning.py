@@ -51,7 +51,7 @@ from interp.interventions import (
     scale_key_attention,
 )
 from interp.models import MODEL_DTYPES, load_model, model_shape
-from interp.runs import Run, claim
+from interp.runs import Run, assert_only, claim
 
 PAPER = "ZeroTuning: Unlocking the Initial Token's Power to Enhance LLMs Without Training (Han et al. 2025)"
 CLAIMS = [
@@ -118,6 +118,9 @@ class Config:
     """Seed that picks the items and drives the bootstrap."""
     dtype: OneOf(*MODEL_DTYPES) = "float32"
     """Compute dtype of the model's forward passes: float32, bfloat16 or float16 (float32 by default: see the module docstring)."""
+    assert_claims: bool = True
+    """Assert the claims (false: measure and report them; the quick budget's few items cannot support them: on seeds
+    0-2 two of its ten verdicts flipped, docs/seeds.md)."""
 
     def check(self) -> None:
         """The task files parse, and the layers and heads named exist in the model (read from its config)."""
@@ -131,7 +134,7 @@ class Config:
 
 QUICK = {"n_val": 3, "n_test": 4, "profile_items": 2, "profile_layers": (2, 20), "profile_heads": (0,), "gammas": (2.0,),
          "temperatures": (0.8,), "sweep_gammas": (0.5, 2.0), "sweep_items": 2, "sweep_layers": (2, 20), "kl_items": 1,
-         "kl_stride": 6, "bootstrap": 200}
+         "kl_stride": 6, "bootstrap": 200, "assert_claims": False}
 MODELS = {"gemma3-270m": {"quick": {"profile_layers": (2, 12), "sweep_layers": (2, 12)}}}  # layer 20 of 30 ~ 12 of 18
 
 
@@ -403,7 +406,9 @@ def run(cfg: Config, run_dir: Run, quiet: bool = False) -> dict:
         out[cond] = condition(model, tasks, heads, sweep_layers, prepend, cfg, quiet)
         run_dir.log(step, condition=cond, **{f"gain_{t}": r["supervised"]["gain"]["diff"] for t, r in out[cond]["zerotuning"].items()})
     _figures(run_dir, out, names)
-    return {"claims": _claims(out, names, n_layers), "conditions": out, "tasks": {t: _task_info(tasks[t]) for t in names},
+    claims = _claims(out, names, n_layers)
+    reported = set() if cfg.assert_claims else {c["name"] for c in claims}
+    return {**assert_only(claims, reported, "a few items per task decide nothing (assert_claims = false)"), "conditions": out, "tasks": {t: _task_info(tasks[t]) for t in names},
             "prompt": prompt_style(model, cfg.prompt)}
 
 

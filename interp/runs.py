@@ -247,6 +247,14 @@ def claim(name: str, paper: str, statement: str, value, threshold, passed: bool,
             "passed": bool(passed), **measured}
 
 
+def assert_only(claims: list[dict], reported: set[str], reason: str) -> dict:
+    """The results keys for claims of which those named in `reported` are measured but not asserted: "claims"
+    (the asserted ones, which set the exit code), "unasserted_claims" and their "observations" lines."""
+    kept = [c for c in claims if c["name"] in reported]
+    return {"claims": [c for c in claims if c["name"] not in reported], "unasserted_claims": kept,
+            "observations": [unasserted(c, reason) for c in kept]}
+
+
 def unasserted(c: dict, reason: str) -> dict:
     """A claim that was measured but is not asserted (e.g. at the quick budget), as an observation line."""
     return {"name": c["name"], "statement": f"{c['statement']}; not asserted: {reason}",

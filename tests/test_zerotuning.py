@@ -111,14 +111,16 @@ def test_bad_config_exits_2_with_a_clear_error(setting, message, capsys, runs_di
 def test_quick_run_writes_every_part(capsys, runs_dir):
     code = main(["run", "zerotuning", "--quick", "--quiet"])
     out = capsys.readouterr().out
-    assert code in (0, 1), out  # 1: a claim failed, which the quick budget can do
+    assert code == 0, out  # the quick budget reports its claims, asserts none
     run_dir = Path(out.strip().splitlines()[-1])
     r = json.loads((run_dir / "results.json").read_text())
-    names = [c["name"] for c in r["claims"]]
+    assert r["claims"] == [] and len(r["observations"]) == 10
+    assert all("not asserted: a few items per task decide nothing" in o["statement"] for o in r["observations"])
+    names = [c["name"] for c in r["unasserted_claims"]]
     assert names == [n.format(c) for c in ("raw", "endoftext") for n in (
         "key0_moves_most[{}, γ=2]", "key0_moves_most[{}, γ=0.5]", "entropy_monotone_in_gamma[{}]",
         "zerotuning_no_loss[{}]", "early_layers_matter_more[{}]")]
-    for c in r["claims"]:
+    for c in r["unasserted_claims"]:
         assert set(c) >= {"name", "paper", "statement", "value", "threshold", "passed"}
     for cond, first in (("raw", "<|im_start|>"), ("endoftext", "<|endoftext|>")):
         c = r["conditions"][cond]
