@@ -133,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("seeds", help="run an experiment on several seeds: each claim's verdict per seed, as a rate with its interval",
                        description="Run (or reuse complete runs of) an experiment once per seed and print which claims hold on "
-                       "which seed, each as held k/n with a Wilson 95%% interval; claims whose verdict differs across seeds are "
+                       "which seed, each as held k/n with a Wilson 95% interval; claims whose verdict differs across seeds are "
                        "marked. The table is also written as JSON beside the runs. Exits 0 only if every claim held on every seed.")
     s.add_argument("name", help="experiment name (see `interp list`)")
     s.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
