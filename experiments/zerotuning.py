@@ -314,6 +314,7 @@ def key_position_kl(model, prompts: list[list[int]], gamma: float, cfg: Config, 
         keys, kls = list(range(0, len(ids), cfg.kl_stride)), []
         for start in range(0, len(keys), cfg.batch_size):
             rows = keys[start : start + cfg.batch_size]
+            # one batch of equal-length prompts, so its rows keep their order: row i scales key rows[i]
             logits = last_token_logits(model, [ids] * len(rows), scale_key_attention(gamma, every, rows, model), cfg.backend,
                                        cfg.batch_size)  # [rows, vocab]
             kls += kl_rows(clean.expand(len(rows), -1), logits.log_softmax(-1)).tolist()

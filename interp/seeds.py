@@ -32,8 +32,9 @@ def sweep(name: str, seeds: list[int], quick: bool, sets: list[str], model: str 
     for seed in seeds:
         cfg = build(mod.Config, None, [*sets, f"seed={seed}"], base=base_config(mod, model, quick))
         run = find_complete_run(name, to_dict(cfg), quick=quick)
-        results = run.results() if run is not None else None
-        if run is None:
+        if run is not None:
+            results = run.results()
+        else:
             run = create_run(name, to_dict(cfg), quick=quick)
             results = run_experiment(mod, cfg, run, quiet=quiet)
         runs[seed] = str(run.dir)
