@@ -109,6 +109,10 @@ class Config:
     dtype: OneOf("float32") = "float32"
     """Compute dtype of SmolLM2's forward passes: float32 only (the masks are trained by gradients through the
     weights; see the module docstring)."""
+    unembed_dtype: OneOf("float32", "bfloat16") = "float32"
+    """Dtype of the unembedding's two matmuls while the masks train (the logits, softmax and loss stay float32;
+    evaluation is all float32): bfloat16 moves the mask gradient by ~1e-3 of its norm and is worth it for
+    a 262k vocabulary (Gemma-3; BENCHMARKS.md, "Bigram-subnetwork masks")."""
 
     def check(self) -> None:
         if self.claim_lam not in self.lams:
@@ -192,7 +196,7 @@ def _toy_check(cfg: Config, quiet: bool) -> dict:
 
     masked = list(sn.weight_matrices(model))
     mcfg = replace(cfg.mask, lam=cfg.toy_lam, max_steps=cfg.toy_mask_steps)
-    sub, history = sn.train_masks(model, masked, [], batches(), _bigram_loss(bigram), mcfg, quiet=quiet)
+    sub, history = sn.train_masks(model, masked, [], batches(), _bigram_loss(bigram, model), mcfg, quiet=quiet, unembed=False)
     bigram_s = -bigram.log_prob(held[:, :-1], held[:, 1:])
     r_sub = _pearson(_surprisals(model, held, sub.weights(model)), bigram_s)
     r_full = _pearson(_surprisals(model, held, {}), bigram_s)
@@ -203,9 +207,12 @@ def _toy_check(cfg: Config, quiet: bool) -> dict:
 # ---------------------------------------------------------------------------------------- SmolLM2 masks
 
 
-def _bigram_loss(bigram: sn.Bigram):
-    def loss(logits, tokens):
-        return bigram.cross_entropy(logits[:, :-1].flatten(0, 1), tokens[:, :-1]).mean()
+def _bigram_loss(bigram: sn.Bigram, model: Model, dtype: str = "float32"):
+    """The bigram cross-entropy of the final states, unembedded in `dtype` (fused: interp.subnetworks)."""
+    weight, bias = sn.unembedding(model, getattr(torch, dtype))
+
+    def loss(states, tokens):
+        return bigram.unembedded_cross_entropy(states[:, :-1].flatten(0, 1), weight, tokens[:, :-1], bias).mean()
     return loss
 
 
@@ -232,7 +239,8 @@ def _mask_job(cfg: Config, lam: float, run_dir: str) -> list[dict]:
     folder.mkdir(parents=True, exist_ok=True)
     out = Run(folder)
     out.resume()  # no checkpoint: lines a killed attempt logged go, so each step is logged once
-    sub, history = sn.train_masks(model, masked, zeroed, batches(), _bigram_loss(bigram), mcfg, log=lambda row: out.log(**row))
+    sub, history = sn.train_masks(model, masked, zeroed, batches(), _bigram_loss(bigram, model, cfg.unembed_dtype), mcfg,
+                                  log=lambda row: out.log(**row), unembed=False)
     save_file({n: m.to(torch.uint8) for n, m in sub.masks.items()}, str(folder / "masks.safetensors"),
               metadata={"zeroed": ",".join(zeroed)})
     return history

@@ -95,6 +95,55 @@ class Bigram:
         expected = (1 - lam) * pair + lam * (logits @ self.unigram.to(logits.dtype))
         return torch.logsumexp(logits, -1) - expected
 
+    def unembedded_cross_entropy(self, states: Float[Tensor, "n d_model"], weight: Float[Tensor, "d_vocab d_model"],
+                                 current: Int[Tensor, " n"], bias: Float[Tensor, " d_vocab"] | None = None,
+                                 chunk: int = 64) -> Float[Tensor, " n"]:
+        """`cross_entropy(states @ weight.T + bias, current)` fused with the unembedding: never more than
+        `chunk` rows of logits at once, and the states' gradient computed in the same pass (weight and
+        bias are constants), so a 262k vocabulary costs two matmuls and a few passes over each chunk.
+        The matmuls run in weight's dtype (bfloat16 rounds the states and the weight); the logits, the
+        softmax and the loss are float32."""
+        if weight.shape[0] < self.d_vocab:
+            raise InterpError(f"The unembedding has {weight.shape[0]} rows but the bigram covers {self.d_vocab} tokens: "
+                              "count the bigram with the model's vocabulary size.")
+        bias = None if bias is None else bias[: self.d_vocab].float()
+        return _UnembeddedCrossEntropy.apply(states, weight[: self.d_vocab], bias, self, current.flatten().long(), chunk)
+
+
+class _UnembeddedCrossEntropy(torch.autograd.Function):
+    """Forward computes the per-position loss and, when the states need it, d loss / d states:
+    (softmax − target) @ weight per chunk; backward only scales it by the incoming gradient."""
+
+    @staticmethod
+    def forward(ctx, states, weight, bias, bigram: Bigram, current, chunk: int):
+        losses = torch.empty(len(states), dtype=torch.float32, device=states.device)
+        grad = torch.empty_like(states) if ctx.needs_input_grad[0] else None
+        unigram = bigram.unigram.to(states.device)
+        for s in range(0, len(states), chunk):
+            cur = current[s: s + chunk]
+            logits = (states[s: s + chunk].to(weight.dtype) @ weight.T).float()  # [c, d_vocab]
+            if bias is not None:
+                logits += bias
+            pos, entry = bigram._gather(cur)
+            nxt, probs, lam = bigram.next_ids[entry], bigram.probs[entry], bigram.backoff[cur]
+            pair = torch.zeros(len(cur), device=logits.device).index_add_(0, pos, probs * logits[pos, nxt])
+            expected = (1 - lam) * pair + lam * (logits @ unigram)
+            top = logits.amax(-1, keepdim=True)
+            p = logits.sub_(top).exp_()  # in place: unnormalised softmax
+            z = p.sum(-1)
+            losses[s: s + len(cur)] = top[:, 0] + z.log() - expected
+            if grad is not None:  # softmax − target, the target being lam·unigram + (1 − lam)·pairs
+                p.div_(z[:, None]).addr_(lam, unigram, alpha=-1)
+                p.index_put_((pos, nxt), -(1 - lam[pos]) * probs, accumulate=True)
+                grad[s: s + len(cur)] = (p.to(weight.dtype) @ weight).to(states.dtype)
+        ctx.save_for_backward(grad)
+        return losses
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_out[:, None], None, None, None, None, None
+
 
 def count_bigram(tokens: Int[np.ndarray, "seq pos"], d_vocab: int) -> Bigram:
     """The interpolated bigram of the token sequences (pairs never cross a sequence boundary)."""
@@ -223,8 +272,9 @@ def _identity_blocks(model: Model, weights: dict[str, Tensor]) -> set[int]:
 
 
 def forward(model: Model, tokens: Int[Tensor, "batch pos"], weights: dict[str, Tensor],
-            skip_identity: bool = True) -> Float[Tensor, "batch pos d_vocab"]:
-    """Logits with some parameters replaced (gradients flow into the replacements). Blocks that the
+            skip_identity: bool = True, unembed: bool = True) -> Float[Tensor, "batch pos d_vocab_or_d_model"]:
+    """Logits with some parameters replaced (gradients flow into the replacements); with `unembed`
+    False, the final states instead (after the final norm, before the unembedding). Blocks that the
     replacements turn into the identity are left out of the pass unless `skip_identity` is False."""
     skip = _identity_blocks(model, weights) if skip_identity else set()
     if skip:  # the remaining blocks are renumbered in the shortened block list
@@ -232,9 +282,32 @@ def forward(model: Model, tokens: Int[Tensor, "batch pos"], weights: dict[str, T
         weights = {_BLOCK.sub(lambda m: f"{m.group(1)}{index[int(m.group(2))]}.", n, count=1): w
                    for n, w in weights.items() if block_of(n) not in skip}
     kwargs = {} if model.kind == "toy" else {"use_cache": False}
+    tokens = tokens.to(model.device)
     with _without_blocks(model.module, skip):
-        out = functional_call(model.module, weights, (tokens.to(model.device),), kwargs, strict=False)
+        if not unembed:
+            return _final_states(model, tokens, weights, kwargs)
+        out = functional_call(model.module, weights, (tokens,), kwargs, strict=False)
     return out if isinstance(out, Tensor) else out.logits
+
+
+def _final_states(model: Model, tokens: Tensor, weights: dict[str, Tensor], kwargs: dict) -> Tensor:
+    module = model.module
+    if model.kind == "toy":  # HookedTransformer: the residual after the last block, then its final norm
+        resid = functional_call(module, weights, (tokens,), {"stop_at_layer": len(module.blocks)}, strict=False)
+        return module.ln_final(resid)
+    if getattr(module.config, "final_logit_softcapping", None) is not None:
+        raise InterpError(f"{model.spec} soft-caps its logits after the unembedding: train its masks on the logits "
+                          "(forward with unembed=True).")
+    prefix = module.base_model_prefix + "."  # HF: the base model ends with the final norm
+    inner = {n[len(prefix):]: w for n, w in weights.items() if n.startswith(prefix)}
+    return functional_call(module.base_model, inner, (tokens,), kwargs, strict=False).last_hidden_state
+
+
+def unembedding(model: Model, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor | None]:
+    """The unembedding as [d_vocab, d_model] rows in `dtype` (a copy unless float32) and its bias, the
+    constants `Bigram.unembedded_cross_entropy` multiplies the final states with."""
+    bias = model.module.b_U.detach() if model.kind == "toy" else getattr(model.module.get_output_embeddings(), "bias", None)
+    return model.W_U.T.to(dtype).contiguous(), None if bias is None else bias.detach()
 
 
 @dataclass
@@ -264,9 +337,11 @@ def train_masks(
     cfg: MaskConfig,
     log: Callable[[dict], None] | None = None,
     quiet: bool = True,
+    unembed: bool = True,
 ) -> tuple[Subnetwork, list[dict]]:
     """Continuous sparsification of the `masked` matrices (the `zeroed` ones are 0 throughout) so that
-    `target_loss(logits, tokens)` (a scalar) stays low. Returns the hard subnetwork and the logged rows."""
+    `target_loss(logits, tokens)` (a scalar) stays low; with `unembed` False the loss gets the final
+    states instead of the logits (for a fused unembedding). Returns the hard subnetwork and the logged rows."""
     params = dict(model.module.named_parameters())
     unknown = [n for n in [*masked, *zeroed] if n not in params]
     if unknown or not masked:
@@ -289,7 +364,7 @@ def train_masks(
             tokens = next(batches)
             soft = {n: torch.sigmoid(temperature * m) for n, m in logits_m.items()}
             weights = {**zeros, **{n: params[n] * s for n, s in soft.items()}}
-            fit = target_loss(forward(model, tokens, weights), tokens)
+            fit = target_loss(forward(model, tokens, weights, unembed=unembed), tokens)
             penalty = sum(s.sum() for s in soft.values()) / n_entries
             loss = fit + cfg.lam * penalty
             opt.zero_grad(set_to_none=True)

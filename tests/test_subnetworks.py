@@ -40,6 +40,43 @@ def test_cross_entropy_equals_the_dense_target():
     assert torch.allclose(bg.cross_entropy(padded, current), expected, atol=1e-5)
 
 
+def test_unembedded_cross_entropy_is_the_plain_loss_and_its_gradient():
+    rng = np.random.default_rng(1)
+    V, d, n = 37, 8, 23
+    bg = sn.count_bigram(rng.integers(0, V - 2, size=(30, 20)), d_vocab=V)
+    weight, bias = torch.randn(V + 3, d), torch.randn(V + 3)  # three padded rows: ignored
+    current = torch.randint(0, V, (n,))
+    scale = torch.rand(n)  # a non-uniform incoming gradient
+    states = torch.randn(n, d, requires_grad=True)
+    plain = bg.cross_entropy(states @ weight.T + bias, current)
+    (plain * scale).sum().backward()
+    expected_grad, states.grad = states.grad.clone(), None
+    fused = bg.unembedded_cross_entropy(states, weight, current, bias, chunk=5)  # chunks that do not divide n
+    (fused * scale).sum().backward()
+    assert torch.allclose(fused, plain, atol=1e-5)
+    assert torch.allclose(states.grad, expected_grad, atol=1e-5)
+    with torch.no_grad():  # no gradient wanted: the same losses
+        assert torch.allclose(bg.unembedded_cross_entropy(states, weight, current, bias), plain, atol=1e-5)
+    states.grad = None
+    low = bg.unembedded_cross_entropy(states, weight.bfloat16(), current, bias)  # bfloat16 matmuls, float32 loss
+    (low * scale).sum().backward()
+    assert low.dtype == torch.float32 and states.grad.dtype == torch.float32
+    assert torch.allclose(low, plain, atol=0.05)
+    assert torch.nn.functional.cosine_similarity(states.grad.flatten(), expected_grad.flatten(), dim=0) > 0.999
+    with pytest.raises(InterpError, match="vocabulary size"):
+        bg.unembedded_cross_entropy(states, weight[: V - 1], current)
+
+
+def test_final_states_unembed_to_the_logits():
+    model = _toy()
+    tokens = torch.randint(0, 12, (2, 9))
+    weights = {n: torch.zeros_like(p) for n, p in sn.weight_matrices(model, [1]).items()}
+    w, b = sn.unembedding(model)
+    states = sn.forward(model, tokens, weights, unembed=False)  # [batch, pos, d_model]
+    assert states.shape == (2, 9, 32)
+    assert torch.allclose(states @ w.T + b, sn.forward(model, tokens, weights), atol=1e-5)
+
+
 def test_bad_bigram_input():
     with pytest.raises(InterpError, match="outside the vocabulary"):
         sn.count_bigram(np.array([[0, 5]]), d_vocab=4)
@@ -87,6 +124,9 @@ def test_smollm2_first_blocks_alone_equal_the_zeroed_model(smollm2):
     zero = {n: torch.zeros_like(p) for n, p in W.items() if sn.block_of(n) >= 2}
     tokens = torch.tensor([smollm2.encode("def add(a, b):\n    return a + b\n")[:12]])
     assert torch.allclose(sn.forward(smollm2, tokens, zero), sn.forward(smollm2, tokens, zero, skip_identity=False), atol=1e-4)
+    w, b = sn.unembedding(smollm2)  # HF: the base model's output (after the final norm), unembedded
+    assert b is None
+    assert torch.allclose(sn.forward(smollm2, tokens, zero, unembed=False) @ w.T, sn.forward(smollm2, tokens, zero), atol=1e-4)
 
 
 def test_train_masks_keeps_fewer_weights_under_a_larger_lambda():
