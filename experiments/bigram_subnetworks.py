@@ -28,6 +28,11 @@ instead of ×1.001 (so masks settle in ~1,000 steps), with the paper's stopping 
 Compute dtype (`dtype`): float32 only. The masks are trained by gradients through SmolLM2's weights, and
 the bigram-target cross-entropy and the ridge fits need float32; a bfloat16 forward would round the
 very logits whose small differences the mask gradients follow.
+The one exception is `unembed_dtype`: the unembedding's two matmuls while the masks train (a 262k
+vocabulary's unembedding is most of a Gemma-3 step). The loss is fused with the unembedding
+(`Bigram.unembedded_cross_entropy`, exact in float32); in bfloat16 the logits, softmax and loss stay
+float32 and the mask gradient moves by 1.7e-3 of its norm, against a batch-to-batch cosine of 0.84
+(BENCHMARKS.md). Default float32; Gemma-3's full run used bfloat16.
 """
 
 from __future__ import annotations
