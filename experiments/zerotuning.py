@@ -38,7 +38,7 @@ from scipy.stats import spearmanr
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from interp import InterpError, figures
+from interp import InterpError, figures, stats
 from interp.config import MaybeEmpty, NonNegInt, OneOf, PosFloat, PosInt
 from interp.hooks import BACKENDS
 from interp.interventions import (
@@ -294,10 +294,8 @@ class Scorer:
 
 def paired_ci(a: Tensor, b: Tensor, n_boot: int, seed: int) -> dict[str, float]:
     """Mean of a − b in points with its paired-bootstrap 95% interval (a, b: per-item 0/1 correct)."""
-    d = (a - b) * 100
-    idx = torch.randint(0, len(d), (n_boot, len(d)), generator=torch.Generator().manual_seed(seed))
-    lo, hi = torch.quantile(d[idx].mean(1), torch.tensor([0.025, 0.975])).tolist()
-    return {"diff": d.mean().item(), "lo": lo, "hi": hi}
+    diff, lo, hi = stats.paired_bootstrap_interval(a * 100, b * 100, n_boot, seed)
+    return {"diff": diff, "lo": lo, "hi": hi}
 
 
 # ------------------------------------------------------------------------------------- measurements

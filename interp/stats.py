@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from scipy import stats
 
 
@@ -34,3 +35,15 @@ def rate_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def paired_bootstrap_interval(a: torch.Tensor, b: torch.Tensor, n_boot: int = 10_000, seed: int = 0,
+                              level: float = 0.95) -> tuple[float, float, float]:
+    """mean(a − b) over paired items (the same items under two conditions) and its percentile-bootstrap
+    interval: items resampled with replacement `n_boot` times."""
+    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
+        raise ValueError(f"Paired samples need two equal, non-empty 1-d tensors, got shapes {tuple(a.shape)} and {tuple(b.shape)}.")
+    d = (a - b).double()
+    idx = torch.randint(0, len(d), (n_boot, len(d)), generator=torch.Generator().manual_seed(seed))
+    lo, hi = torch.quantile(d[idx].mean(1), torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=d.dtype)).tolist()
+    return d.mean().item(), lo, hi

@@ -31,3 +31,16 @@ def test_the_wilson_interval_of_a_seed_rate():
     assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
     assert rate_interval(0, 10) == (0.0, pytest.approx(0.2775, abs=1e-4))  # never held: still not proven impossible
     assert rate_interval(3, 3)[0] == pytest.approx(0.4385, abs=1e-4) and rate_interval(3, 3)[1] == 1.0
+
+
+def test_the_paired_bootstrap_interval_uses_the_pairing():
+    from interp.stats import paired_bootstrap_interval
+
+    g = torch.Generator().manual_seed(1)
+    item = torch.randn(60, generator=g) * 5  # items differ a lot, each pair by ~0.5 only
+    a, b = item + 0.5 + torch.randn(60, generator=g) * 0.1, item
+    diff, lo, hi = paired_bootstrap_interval(a, b, n_boot=2000)
+    assert diff == pytest.approx((a - b).mean().item()) and lo < 0.5 < hi and hi - lo < 0.1
+    assert paired_bootstrap_interval(a, b, n_boot=2000, seed=3) != (diff, lo, hi)  # the seed draws the resamples
+    with pytest.raises(ValueError, match="equal"):
+        paired_bootstrap_interval(a, b[:-1])
