@@ -398,7 +398,8 @@ def last_token_logits(model: Model, prompts: list[list[int]], patch: dict | None
             out[chunk] = logits[rows].float().cpu()
         else:
             _, acts = run(model, tokens, patch=patch, capture=[final], backend=backend, stop_early=True)
-            out[chunk] = head(acts[final][rows]).float().cpu()  # [chunk, d_vocab]
+            with torch.no_grad():  # scores, not a graph: the unembedding's weights require grad
+                out[chunk] = head(acts[final][rows]).float().cpu()  # [chunk, d_vocab]
     return out
 
 

@@ -367,6 +367,7 @@ def test_last_token_logits_unembeds_only_the_last_positions_and_agrees_with_the_
     patch = scale_initial_attention(2.0, model=m)
     for backend in ("transformer_lens", "nnsight"):
         fast = last_token_logits(m, prompts, patch=patch, backend=backend)
+        assert not fast.requires_grad  # scores: no autograd graph kept behind them
         for i, p in enumerate(prompts):
             full, _ = run(m, torch.tensor([p]), patch=patch, backend=backend)
             assert torch.allclose(fast[i], full[0, -1].float(), atol=1e-4), (family, backend, i)
